@@ -1,0 +1,20 @@
+//! r1-core: everything the r1 session daemon and its clients do.
+//!
+//! Layout (one concept per module): [`paths`] (home, socket dir, modes, atomic writes),
+//! [`lock`] (one daemon per home), [`discovery`] (`daemon.json`), [`token`] (bearer
+//! secrets), [`journal`] (the append-only record of a session).
+#![warn(missing_docs)]
+
+pub mod discovery;
+pub mod driver;
+pub mod error;
+pub mod journal;
+pub mod lock;
+pub mod paths;
+pub mod time_fmt;
+pub mod token;
+
+pub use error::{Error, ErrorKind, Result, RpcErrorObject};
+
+/// This build's version (`CARGO_PKG_VERSION`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
