@@ -81,6 +81,14 @@ impl Journal {
         Err(Error::internal("journal writer not built yet"))
     }
 
+    /// Appends like [`Journal::append`] but never fsyncs, even for durable kinds: the
+    /// caller makes the record durable with [`Journal::sync_through`] after releasing
+    /// its own locks (so concurrent senders share one group-commit fsync).
+    pub fn append_deferred(&self, kind: &str, data: &serde_json::Value) -> Result<RawRecord> {
+        let _ = (kind, data);
+        Err(Error::internal("journal writer not built yet"))
+    }
+
     /// Blocks until every record up to `seq` is fsync'd (joins an fsync in progress
     /// that covers it, or starts one).
     pub fn sync_through(&self, seq: u64) -> Result<()> {

@@ -1,0 +1,237 @@
+//! JSON-RPC 2.0 envelopes, exactly as the specification says: ids echoed, `"id":null`
+//! when the id cannot be known, notifications never answered, batches element by
+//! element, an empty batch is one -32600.
+
+use serde_json::{Map, Value};
+
+use super::codes;
+use crate::error::RpcErrorObject;
+
+/// Longest batch accepted (DESIGN §4).
+pub const MAX_BATCH: usize = 1000;
+
+/// A request id: a string, a number or null (kept as the exact JSON value).
+pub type Id = Value;
+
+/// One well-formed request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// `None` for a notification (no `id` member at all).
+    pub id: Option<Id>,
+    /// The method name.
+    pub method: String,
+    /// `params`: absent, an object or an array.
+    pub params: Option<Value>,
+}
+
+/// One element of what a client sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// A valid request or notification.
+    Request(Request),
+    /// Not a valid request: answer with this error and id (`null` when unknown).
+    Invalid {
+        /// The id if one could be read, else null.
+        id: Id,
+        /// The error to answer.
+        error: RpcErrorObject,
+    },
+}
+
+/// What a message parsed to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// A single request.
+    Single(Item),
+    /// A batch (non-empty).
+    Batch(Vec<Item>),
+    /// Answer with exactly this (parse error, empty batch, batch too large).
+    Reject(RpcErrorObject),
+}
+
+fn err(code: i64, kind: &str, message: impl Into<String>) -> RpcErrorObject {
+    RpcErrorObject {
+        code,
+        message: message.into(),
+        data: Some(serde_json::json!({ "kind": kind })),
+    }
+}
+
+/// Parses one message (a line, a body, a WebSocket text frame).
+pub fn parse(bytes: &[u8]) -> Incoming {
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return Incoming::Reject(err(
+                codes::PARSE_ERROR,
+                "parse",
+                format!("parse error: {e}"),
+            ));
+        }
+    };
+    match value {
+        Value::Array(items) if items.is_empty() => Incoming::Reject(err(
+            codes::INVALID_REQUEST,
+            "invalid_request",
+            "empty batch",
+        )),
+        Value::Array(items) if items.len() > MAX_BATCH => Incoming::Reject(err(
+            codes::TOO_LARGE,
+            "too_large",
+            format!(
+                "batch of {} requests is over the limit of {MAX_BATCH}",
+                items.len()
+            ),
+        )),
+        Value::Array(items) => Incoming::Batch(items.into_iter().map(item).collect()),
+        other => Incoming::Single(item(other)),
+    }
+}
+
+fn valid_id(v: &Value) -> bool {
+    matches!(v, Value::String(_) | Value::Number(_) | Value::Null)
+}
+
+fn item(v: Value) -> Item {
+    let Value::Object(mut obj) = v else {
+        return Item::Invalid {
+            id: Value::Null,
+            error: err(
+                codes::INVALID_REQUEST,
+                "invalid_request",
+                "a request must be a JSON object",
+            ),
+        };
+    };
+    let id = match obj.remove("id") {
+        None => None,
+        Some(id) if valid_id(&id) => Some(id),
+        Some(_) => {
+            return Item::Invalid {
+                id: Value::Null,
+                error: err(
+                    codes::INVALID_REQUEST,
+                    "invalid_request",
+                    "id must be a string, a number or null",
+                ),
+            };
+        }
+    };
+    let reply_id = id.clone().unwrap_or(Value::Null);
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Item::Invalid {
+            id: reply_id,
+            error: err(
+                codes::INVALID_REQUEST,
+                "invalid_request",
+                "jsonrpc must be \"2.0\"",
+            ),
+        };
+    }
+    let method = match obj.remove("method") {
+        Some(Value::String(m)) => m,
+        _ => {
+            return Item::Invalid {
+                id: reply_id,
+                error: err(
+                    codes::INVALID_REQUEST,
+                    "invalid_request",
+                    "method must be a string",
+                ),
+            };
+        }
+    };
+    let params = match obj.remove("params") {
+        None => None,
+        Some(p @ (Value::Object(_) | Value::Array(_))) => Some(p),
+        Some(_) => {
+            return Item::Invalid {
+                id: reply_id,
+                error: err(
+                    codes::INVALID_REQUEST,
+                    "invalid_request",
+                    "params must be an object or an array",
+                ),
+            };
+        }
+    };
+    Item::Request(Request { id, method, params })
+}
+
+/// `{"jsonrpc":"2.0","result":…,"id":…}`
+pub fn success(id: &Id, result: &Value) -> String {
+    let mut m = Map::new();
+    m.insert("jsonrpc".into(), Value::from("2.0"));
+    m.insert("result".into(), result.clone());
+    m.insert("id".into(), id.clone());
+    Value::Object(m).to_string()
+}
+
+/// `{"jsonrpc":"2.0","error":{…},"id":…}`
+pub fn failure(id: &Id, error: &RpcErrorObject) -> String {
+    let mut m = Map::new();
+    m.insert("jsonrpc".into(), Value::from("2.0"));
+    m.insert(
+        "error".into(),
+        serde_json::to_value(error).unwrap_or(Value::Null),
+    );
+    m.insert("id".into(), id.clone());
+    Value::Object(m).to_string()
+}
+
+/// A notification line: `{"jsonrpc":"2.0","method":…,"params":…}`.
+pub fn notification(method: &str, params: &Value) -> String {
+    let mut m = Map::new();
+    m.insert("jsonrpc".into(), Value::from("2.0"));
+    m.insert("method".into(), Value::from(method));
+    m.insert("params".into(), params.clone());
+    Value::Object(m).to_string()
+}
+
+/// Joins batch answers: `[a,b]`, or nothing when every element was a notification.
+pub fn batch(answers: Vec<String>) -> Option<String> {
+    if answers.is_empty() {
+        return None;
+    }
+    let mut s = String::with_capacity(answers.iter().map(|a| a.len() + 1).sum::<usize>() + 2);
+    s.push('[');
+    for (i, a) in answers.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(a);
+    }
+    s.push(']');
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_shapes() {
+        assert!(
+            matches!(parse(b"{\"jsonrpc\":\"2.0\",\"method\":\"foobar, \"params\":\"bar\", \"baz]"), Incoming::Reject(e) if e.code == -32700)
+        );
+        assert!(matches!(parse(b"[]"), Incoming::Reject(e) if e.code == -32600));
+        match parse(b"[1]") {
+            Incoming::Batch(items) => assert!(
+                matches!(&items[0], Item::Invalid { id: Value::Null, error } if error.code == -32600)
+            ),
+            other => panic!("{other:?}"),
+        }
+        match parse(b"{\"jsonrpc\":\"2.0\",\"method\":1,\"params\":\"bar\"}") {
+            Incoming::Single(Item::Invalid { error, .. }) => assert_eq!(error.code, -32600),
+            other => panic!("{other:?}"),
+        }
+        match parse(b"{\"jsonrpc\":\"2.0\",\"method\":\"update\",\"params\":[1,2,3,4,5]}") {
+            Incoming::Single(Item::Request(r)) => assert!(r.id.is_none()),
+            other => panic!("{other:?}"),
+        }
+        match parse(b"{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"id\":null}") {
+            Incoming::Single(Item::Request(r)) => assert_eq!(r.id, Some(Value::Null)),
+            other => panic!("{other:?}"),
+        }
+    }
+}

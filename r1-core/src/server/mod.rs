@@ -1,0 +1,7 @@
+//! Transports: the unix socket and the loopback HTTP/WebSocket listener, with the
+//! state and credentials they share.
+
+pub mod auth;
+pub mod http;
+pub mod state;
+pub mod unix;
