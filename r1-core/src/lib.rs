@@ -11,6 +11,7 @@ pub mod error;
 pub mod journal;
 pub mod lock;
 pub mod paths;
+pub mod service;
 pub mod time_fmt;
 pub mod token;
 
