@@ -190,8 +190,9 @@ fn checked_path(what: &str, path: &Path) -> Result<String> {
         .any(|c| c.is_control() || c == '\u{fffe}' || c == '\u{ffff}')
     {
         return Err(Error::invalid_params(format!(
-            "the {what} path {} contains a control character, which a unit file cannot hold; use another path",
-            path.display()
+            // Debug-quoted: the message must stay one line.
+            "the {what} path {:?} contains a control character, which a unit file cannot hold; use another path",
+            path.as_os_str()
         )));
     }
     Ok(s.to_owned())
