@@ -72,7 +72,7 @@ type Log = Rc<RefCell<Vec<String>>>;
 struct Fake {
     log: Log,
     /// A command line that exits 1 (its stderr is `Job for r1.service failed.`).
-    fail: Option<&'static str>,
+    fail: Option<String>,
     /// What `is-active` prints.
     is_active: &'static str,
     /// What `loginctl show-user … -p Linger` prints.
@@ -97,7 +97,7 @@ impl CommandRunner for Fake {
     fn run(&mut self, program: &str, args: &[&str]) -> io::Result<CommandOutput> {
         let line = format!("{program} {}", args.join(" "));
         self.log.borrow_mut().push(line.clone());
-        if self.fail == Some(line.as_str()) {
+        if self.fail.as_deref() == Some(line.as_str()) {
             return Ok(CommandOutput::failed(
                 1,
                 "Job for r1.service failed.\nSee \"systemctl --user status r1.service\" for details.\n",
@@ -578,7 +578,7 @@ fn failing_start_removes_the_unit_again() {
     let unit = t.path().join("config/systemd/user/r1.service");
     let log = Log::default();
     let mut fake = Fake::new(&log);
-    fake.fail = Some("systemctl --user start r1.service");
+    fake.fail = Some("systemctl --user start r1.service".into());
     let e = install_with(&o, &mut fake, &mut stopper(&log)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Io);
     assert_eq!(
@@ -621,7 +621,7 @@ fn failing_enable_removes_the_unit_without_disable() {
     fs::create_dir_all(&dir).unwrap();
     let log = Log::default();
     let mut fake = Fake::new(&log);
-    fake.fail = Some("systemctl --user enable r1.service");
+    fake.fail = Some("systemctl --user enable r1.service".into());
     let e = install_with(&o, &mut fake, &mut stopper(&log)).unwrap_err();
     assert!(
         e.to_string()
@@ -652,7 +652,7 @@ fn failing_restart_on_reinstall_restores_the_previous_unit() {
     fs::write(&unit, "[Service]\nExecStart=/old/r1 serve\n").unwrap();
     let log = Log::default();
     let mut fake = Fake::new(&log);
-    fake.fail = Some("systemctl --user restart r1.service");
+    fake.fail = Some("systemctl --user restart r1.service".into());
     let e = install_with(&o, &mut fake, &mut stopper(&log)).unwrap_err();
     assert!(
         e.to_string()
@@ -856,7 +856,7 @@ fn uninstall_keeps_the_unit_when_stop_fails() {
     fs::write(&unit, "x").unwrap();
     let log = Log::default();
     let mut fake = Fake::new(&log);
-    fake.fail = Some("systemctl --user stop r1.service");
+    fake.fail = Some("systemctl --user stop r1.service".into());
     let e = uninstall_with(&o, &mut fake).unwrap_err();
     assert!(
         e.to_string()
@@ -962,7 +962,7 @@ fn launchd_failing_bootstrap_removes_plist_and_created_dirs() {
     let log = Log::default();
     let mut fake = Fake::new(&log);
     let bootstrap = format!("launchctl bootstrap gui/501 {}", plist.display());
-    fake.fail = Some(Box::leak(bootstrap.into_boxed_str()));
+    fake.fail = Some(bootstrap);
     let e = install_with(&o, &mut fake, &mut stopper(&log)).unwrap_err();
     assert!(
         e.to_string()
