@@ -17,6 +17,7 @@ pub mod paths;
 pub mod rpc;
 pub mod server;
 pub mod session;
+pub mod service;
 pub mod time_fmt;
 pub mod token;
 
