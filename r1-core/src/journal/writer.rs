@@ -323,6 +323,27 @@ impl Journal {
     /// [`super::record::MAX_LINE_BYTES`] (nothing written); `Io` when the write fails,
     /// or when a durable record was written but its fsync failed.
     pub fn append(&self, kind: &str, data: &serde_json::Value) -> Result<RawRecord> {
+        let rec = self.write_record(kind, data)?;
+        if is_durable_kind(kind) || self.opts.fsync_interval.is_zero() {
+            self.sync_through(rec.seq)?;
+        } else {
+            self.schedule_flush(rec.seq);
+        }
+        Ok(rec)
+    }
+
+    /// Appends like [`Journal::append`] but never waits for an fsync, even for durable
+    /// kinds: the caller makes the record durable with [`Journal::sync_through`] after
+    /// releasing its own locks, so concurrent senders share one group-commit fsync.
+    /// (The flusher still covers it within the interval.)
+    pub fn append_deferred(&self, kind: &str, data: &serde_json::Value) -> Result<RawRecord> {
+        let rec = self.write_record(kind, data)?;
+        self.schedule_flush(rec.seq);
+        Ok(rec)
+    }
+
+    /// Writes one line under the append lock and hands it to live subscribers.
+    fn write_record(&self, kind: &str, data: &serde_json::Value) -> Result<RawRecord> {
         let rec = {
             let mut st = self.lock_state();
             if st.closed {
@@ -373,20 +394,7 @@ impl Journal {
             }
             rec
         };
-        if is_durable_kind(kind) || self.opts.fsync_interval.is_zero() {
-            self.sync_through(rec.seq)?;
-        } else {
-            self.schedule_flush(rec.seq);
-        }
         Ok(rec)
-    }
-
-    /// Appends like [`Journal::append`] but never fsyncs, even for durable kinds: the
-    /// caller makes the record durable with [`Journal::sync_through`] after releasing
-    /// its own locks (so concurrent senders share one group-commit fsync).
-    pub fn append_deferred(&self, kind: &str, data: &serde_json::Value) -> Result<RawRecord> {
-        let _ = (kind, data);
-        Err(Error::internal("journal writer not built yet"))
     }
 
     /// Blocks until every record up to `seq` is fsync'd (joins an fsync in progress
