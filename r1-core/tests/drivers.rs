@@ -163,16 +163,27 @@ async fn shell_records_exit_codes_and_brackets_each_lane() {
     let records = wait_end(&h, three).await;
 
     let e = end_of(&records, ok);
-    assert_eq!((e["ok"].clone(), e["exit_code"].clone()), (json!(true), json!(0)));
+    assert_eq!(
+        (e["ok"].clone(), e["exit_code"].clone()),
+        (json!(true), json!(0))
+    );
     assert!(e["duration_ms"].is_u64());
     assert!(e.get("interrupted").is_none() && e.get("signal").is_none());
     let e = end_of(&records, three);
-    assert_eq!((e["ok"].clone(), e["exit_code"].clone()), (json!(false), json!(3)));
+    assert_eq!(
+        (e["ok"].clone(), e["exit_code"].clone()),
+        (json!(false), json!(3))
+    );
 
     // Per lane: user.input < tool.start < deltas < tool.end, all seqs increasing.
     let kinds: Vec<(&str, Option<u64>)> = records
         .iter()
-        .map(|r| (r.kind.as_str(), r.data.get("lane_id").and_then(Value::as_u64)))
+        .map(|r| {
+            (
+                r.kind.as_str(),
+                r.data.get("lane_id").and_then(Value::as_u64),
+            )
+        })
         .filter(|(k, _)| *k != "user.input")
         .collect();
     assert_eq!(
@@ -237,7 +248,10 @@ async fn shell_pause_stops_the_group_and_run_resumes_it() {
     h.control(Control::Run);
     let records = wait_end(&h, queued).await;
     let e = end_of(&records, lane);
-    assert_eq!((e["ok"].clone(), e["exit_code"].clone()), (json!(true), json!(0)));
+    assert_eq!(
+        (e["ok"].clone(), e["exit_code"].clone()),
+        (json!(true), json!(0))
+    );
     assert_eq!(delta_text(&records, "stdout", None), "done\nqueued\n");
     h.control(Control::Cancel);
     assert_eq!(h.join(T).await.unwrap(), DriverExit::Cancelled);
@@ -401,7 +415,10 @@ async fn shell_splits_large_output_into_64k_records() {
 async fn shell_lossy_converts_invalid_utf8() {
     let (_d, dir) = tempdir();
     let h = shell(&dir);
-    let lane = h.send(r"printf 'a\377b\n'; printf '\342\202' >&2").await.unwrap();
+    let lane = h
+        .send(r"printf 'a\377b\n'; printf '\342\202' >&2")
+        .await
+        .unwrap();
     let records = wait_end(&h, lane).await;
     assert_eq!(delta_text(&records, "stdout", Some(lane)), "a\u{FFFD}b\n");
     // A truncated character at EOF.
@@ -418,7 +435,10 @@ async fn shell_background_child_holding_the_pipes_does_not_hang() {
     let records = wait_end(&h, lane).await;
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     let e = end_of(&records, lane);
-    assert_eq!((e["ok"].clone(), e["exit_code"].clone()), (json!(true), json!(0)));
+    assert_eq!(
+        (e["ok"].clone(), e["exit_code"].clone()),
+        (json!(true), json!(0))
+    );
     assert_eq!(delta_text(&records, "stdout", Some(lane)), "started\n");
     wait_group_gone(pgid_of(&records, lane)).await;
     // The session goes on.
@@ -470,7 +490,12 @@ async fn shell_reports_a_workdir_it_cannot_enter() {
     let e = end_of(&records, lane);
     assert_eq!(e["ok"], json!(false));
     assert_eq!(e["exit_code"], Value::Null);
-    assert!(e["error"].as_str().unwrap().starts_with("cannot start /bin/sh:"));
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot start /bin/sh:")
+    );
     drop(d);
 }
 
@@ -567,10 +592,19 @@ async fn exec_agent_events_in_order() {
                 json!({"session_id": session_id, "journal": journal, "pwd": dir_s,
                        "cwd": dir_s, "extra": "extra!"})
             ),
-            ("agent.echo".to_owned(), json!({"text": "hello", "seq": one})),
-            ("session.delta".to_owned(), json!({"stream": "stdout", "text": "plain hello\n"})),
+            (
+                "agent.echo".to_owned(),
+                json!({"text": "hello", "seq": one})
+            ),
+            (
+                "session.delta".to_owned(),
+                json!({"stream": "stdout", "text": "plain hello\n"})
+            ),
             ("driver.invalid".to_owned(), invalid.clone()),
-            ("agent.echo".to_owned(), json!({"text": "wörld \"quoted\"", "seq": two})),
+            (
+                "agent.echo".to_owned(),
+                json!({"text": "wörld \"quoted\"", "seq": two})
+            ),
             (
                 "session.delta".to_owned(),
                 json!({"stream": "stdout", "text": "plain wörld \"quoted\"\n"})
@@ -582,7 +616,11 @@ async fn exec_agent_events_in_order() {
         delta_text(&records, "stderr", None),
         "err hello\nerr wörld \"quoted\"\n"
     );
-    assert!(records.iter().all(|r| !r.kind.starts_with("session.") || r.kind == "session.delta"));
+    assert!(
+        records
+            .iter()
+            .all(|r| !r.kind.starts_with("session.") || r.kind == "session.delta")
+    );
 }
 
 #[tokio::test]
@@ -635,7 +673,11 @@ async fn exec_factory_refuses_bad_commands() {
     }
 }
 
-async fn agent_sleeping(dir: &Path, preamble: &str, grace: Option<Duration>) -> (DriverHarness, i32) {
+async fn agent_sleeping(
+    dir: &Path,
+    preamble: &str,
+    grace: Option<Duration>,
+) -> (DriverHarness, i32) {
     let s = agent_with(dir, preamble);
     let h = match grace {
         Some(g) => DriverHarness::start(
@@ -662,7 +704,9 @@ async fn find_agent_pgid(dir: &Path) -> i32 {
     poll("the agent process", || {
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            let Ok(pid) = name.parse::<i32>() else { continue };
+            let Ok(pid) = name.parse::<i32>() else {
+                continue;
+            };
             let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
                 continue;
             };
@@ -676,7 +720,10 @@ async fn find_agent_pgid(dir: &Path) -> i32 {
     .await;
     let pid = found.unwrap();
     // It leads its own group.
-    assert_eq!(group_members(pid).iter().map(|m| m.0).collect::<Vec<_>>(), vec![pid]);
+    assert_eq!(
+        group_members(pid).iter().map(|m| m.0).collect::<Vec<_>>(),
+        vec![pid]
+    );
     pid
 }
 
@@ -766,7 +813,11 @@ async fn exec_long_and_odd_lines_are_deltas() {
     ));
     let records = sink.records();
     let deltas = of_kind(&records, "session.delta");
-    assert!(deltas.iter().all(|d| d.data["text"].as_str().unwrap().len() <= 64 * 1024));
+    assert!(
+        deltas
+            .iter()
+            .all(|d| d.data["text"].as_str().unwrap().len() <= 64 * 1024)
+    );
     assert_eq!(
         delta_text(&records, "stdout", None),
         format!("{}\n{{\"kind\": 5}}\nbad \u{FFFD}\n", "x".repeat(100000))

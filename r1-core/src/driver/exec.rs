@@ -225,7 +225,9 @@ async fn write_inputs(
     Ok(())
 }
 
-async fn wait_writer(writer: &mut Option<BoxFuture<'static, std::io::Result<()>>>) -> std::io::Result<()> {
+async fn wait_writer(
+    writer: &mut Option<BoxFuture<'static, std::io::Result<()>>>,
+) -> std::io::Result<()> {
     match writer {
         Some(w) => w.as_mut().await,
         None => std::future::pending().await,
@@ -470,7 +472,11 @@ mod tests {
     fn factory_validates_the_command() {
         for bad in [None, Some(vec![]), Some(vec![""]), Some(vec!["", "x"])] {
             let e = ExecFactory.create(&spec(bad.clone())).err();
-            assert_eq!(e.map(|e| e.kind()), Some(ErrorKind::InvalidParams), "{bad:?}");
+            assert_eq!(
+                e.map(|e| e.kind()),
+                Some(ErrorKind::InvalidParams),
+                "{bad:?}"
+            );
         }
         assert!(ExecFactory.create(&spec(Some(vec!["agent"]))).is_ok());
     }

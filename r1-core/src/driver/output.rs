@@ -231,7 +231,8 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
             let room = self.max.saturating_sub(self.buf.len());
             let window = avail.get(..room.min(avail.len())).unwrap_or_default();
             if let Some(i) = window.iter().position(|&b| b == b'\n') {
-                self.buf.extend_from_slice(window.get(..=i).unwrap_or_default());
+                self.buf
+                    .extend_from_slice(window.get(..=i).unwrap_or_default());
                 self.reader.consume(i + 1);
                 return Ok(Some(Line {
                     bytes: std::mem::take(&mut self.buf),

@@ -184,7 +184,10 @@ impl ExitDrain {
             self.deadline = None;
             DrainStep::GiveUp
         } else {
-            tracing::debug!(pgid = group.pgid(), "pipes still open after exit; killing the group");
+            tracing::debug!(
+                pgid = group.pgid(),
+                "pipes still open after exit; killing the group"
+            );
             group.kill();
             self.killed = true;
             self.deadline = Some(Instant::now() + DRAIN_WINDOW);
@@ -250,8 +253,14 @@ mod tests {
         let three = ExitStatus::from_raw(3 << 8);
         let killed = ExitStatus::from_raw(libc::SIGKILL);
         assert_eq!(failure_message(&ok), None);
-        assert_eq!(failure_message(&three).as_deref(), Some("exited with code 3"));
-        assert_eq!(failure_message(&killed).as_deref(), Some("killed by SIGKILL"));
+        assert_eq!(
+            failure_message(&three).as_deref(),
+            Some("exited with code 3")
+        );
+        assert_eq!(
+            failure_message(&killed).as_deref(),
+            Some("killed by SIGKILL")
+        );
         assert_eq!(signal_name(&killed).as_deref(), Some("SIGKILL"));
         assert_eq!(signal_name(&three), None);
     }

@@ -288,7 +288,13 @@ async fn finish(
     emitter: Emitter,
 ) -> Result<ExitStatus> {
     let (give_up_tx, give_up) = watch::channel(false);
-    let out = pump_deltas(stdout, "stdout", Some(lane), emitter.clone(), give_up.clone());
+    let out = pump_deltas(
+        stdout,
+        "stdout",
+        Some(lane),
+        emitter.clone(),
+        give_up.clone(),
+    );
     let err = pump_deltas(stderr, "stderr", Some(lane), emitter, give_up);
     tokio::pin!(out, err);
     let (mut out_done, mut err_done) = (false, false);
