@@ -17,7 +17,11 @@
 //!   reserved kinds (`session.*`, `user.*`, `journal.*`, `daemon.*`).
 
 pub mod exec;
+pub mod output;
+pub mod process;
 pub mod shell;
+#[doc(hidden)]
+pub mod testing;
 
 use std::collections::BTreeMap;
 use std::future::Future;
