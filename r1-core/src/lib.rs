@@ -16,8 +16,8 @@ pub mod lock;
 pub mod paths;
 pub mod rpc;
 pub mod server;
-pub mod session;
 pub mod service;
+pub mod session;
 pub mod time_fmt;
 pub mod token;
 

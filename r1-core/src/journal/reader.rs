@@ -222,8 +222,8 @@ impl Reader {
     /// Independent of the reader's position. A complete bad line anywhere (even the
     /// last) is reported; an incomplete last line is `pending_bytes`.
     pub fn verify(&mut self) -> Result<VerifyReport> {
-        let scan = recover::full_scan(&self.file)
-            .map_err(|e| Error::io("cannot read", &self.path, e))?;
+        let scan =
+            recover::full_scan(&self.file).map_err(|e| Error::io("cannot read", &self.path, e))?;
         let damage = scan.newer.clone().or(scan.first_bad.clone());
         Ok(VerifyReport {
             records: scan.records,

@@ -414,10 +414,7 @@ impl Journal {
             }
             if let Some(covers) = st.running {
                 let generation = st.generation;
-                st = self
-                    .sync_done
-                    .wait(st)
-                    .unwrap_or_else(|e| e.into_inner());
+                st = self.sync_done.wait(st).unwrap_or_else(|e| e.into_inner());
                 if covers >= seq && st.synced < seq && st.failed_generation == generation {
                     return Err(Error::new(
                         ErrorKind::Io,
@@ -606,20 +603,22 @@ fn open_journal_file(path: &Path, create: bool) -> Result<File> {
     }
     o.mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-    let file = o.open(path).map_err(|e| match (e.raw_os_error(), e.kind()) {
-        (Some(libc::ELOOP), _) => Error::new(
-            ErrorKind::Unsafe,
-            format!(
-                "{} is a symlink; r1 never follows symlinks for its own files; remove it",
-                path.display()
+    let file = o
+        .open(path)
+        .map_err(|e| match (e.raw_os_error(), e.kind()) {
+            (Some(libc::ELOOP), _) => Error::new(
+                ErrorKind::Unsafe,
+                format!(
+                    "{} is a symlink; r1 never follows symlinks for its own files; remove it",
+                    path.display()
+                ),
             ),
-        ),
-        (_, std::io::ErrorKind::AlreadyExists) => Error::new(
-            ErrorKind::Conflict,
-            format!("journal {} already exists", path.display()),
-        ),
-        _ => Error::io("cannot open journal", path, e),
-    })?;
+            (_, std::io::ErrorKind::AlreadyExists) => Error::new(
+                ErrorKind::Conflict,
+                format!("journal {} already exists", path.display()),
+            ),
+            _ => Error::io("cannot open journal", path, e),
+        })?;
     check_private_file(&file, path)?;
     Ok(file)
 }

@@ -997,9 +997,14 @@ impl EmitSink for SessionSink {
     fn emit(&self, kind: String, data: Value) -> crate::driver::BoxFuture<'static, Result<u64>> {
         let session = Arc::clone(&self.session);
         Box::pin(async move {
-            if journal::is_reserved_kind(&kind) {
+            // The hub owns the lifecycle records; a driver writes its output
+            // (`session.delta`, `tool.*`) and its own kinds.
+            if journal::is_durable_kind(&kind)
+                || kind.starts_with("daemon.")
+                || kind.starts_with("journal.")
+            {
                 return Err(Error::invalid_params(format!(
-                    "drivers may not write the reserved kind {kind:?}"
+                    "drivers may not write the lifecycle kind {kind:?}"
                 )));
             }
             let journal = Arc::clone(session.writable()?);
