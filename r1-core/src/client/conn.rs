@@ -302,7 +302,8 @@ where
                     e.message()
                 ),
             ));
-            break;
+            // A sink that failed must not be polled again (some adapters panic).
+            return;
         }
     }
     let _ = sink.close().await;
@@ -369,14 +370,13 @@ fn route(shared: &Shared, mut v: Value) -> Result<()> {
                     return Err(not_r1("a $/event without a sub"));
                 };
                 let mut r = shared.router();
-                if let Some(tx) = r.subs.get(&sub) {
-                    if tx.try_send(SubMsg::Event(params)).is_err() {
-                        // Full (the consumer fell behind) or gone: stop routing; the
-                        // subscription notices its queue ended and re-subscribes
-                        // from its last seq, so nothing is lost and memory stays
-                        // bounded.
-                        r.subs.remove(&sub);
-                    }
+                if let Some(tx) = r.subs.get(&sub)
+                    && tx.try_send(SubMsg::Event(params)).is_err()
+                {
+                    // Full (the consumer fell behind) or gone: stop routing; the
+                    // subscription notices its queue ended and re-subscribes from
+                    // its last seq, so nothing is lost and memory stays bounded.
+                    r.subs.remove(&sub);
                 }
             }
             "$/daemon" => {
