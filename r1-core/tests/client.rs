@@ -854,10 +854,18 @@ fn blocking_client_and_subscription_close_from_another_thread() {
     assert_eq!(kinds.first().map(String::as_str), Some("session.created"));
     assert_eq!(kinds.last().map(String::as_str), Some("session.ended"));
 
-    // Inside an async runtime the blocking client refuses instead of panicking.
+    // Usable from anywhere, even a thread inside another runtime (no panic).
     let c2 = c.clone();
-    let e = rt.block_on(async move { c2.info() }).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidState);
+    let info = rt.block_on(async move { c2.info() }).unwrap();
+    assert_eq!(info.instance_id, d.instance_id());
+    let c3 = c.clone();
+    let pid = rt
+        .block_on(
+            async move { tokio::task::spawn_blocking(move || c3.info().map(|i| i.pid)).await },
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(pid, std::process::id());
     rt.block_on(d.stop()).unwrap();
 }
 
