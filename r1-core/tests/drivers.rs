@@ -494,6 +494,19 @@ async fn shell_emit_failure_ends_the_run_and_kills_the_command() {
 }
 
 #[tokio::test]
+async fn shell_dropped_run_kills_the_command() {
+    let (_d, dir) = tempdir();
+    let h = shell(&dir);
+    let lane = h.send("sleep 100").await.unwrap();
+    let records = h
+        .wait_for(T, |r| !of_kind(r, "tool.start").is_empty())
+        .await
+        .unwrap();
+    h.abort().await;
+    wait_group_gone(pgid_of(&records, lane)).await;
+}
+
+#[tokio::test]
 async fn shell_reports_a_workdir_it_cannot_enter() {
     let (d, dir) = tempdir();
     let gone = dir.join("gone");
@@ -750,6 +763,14 @@ async fn exec_cancel_kills_the_child() {
     h.control(Control::Cancel);
     assert_eq!(h.join(T).await.unwrap(), DriverExit::Cancelled);
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    wait_group_gone(pgid).await;
+}
+
+#[tokio::test]
+async fn exec_dropped_run_kills_the_child() {
+    let (_d, dir) = tempdir();
+    let (h, pgid) = agent_sleeping(&dir, "", None).await;
+    h.abort().await;
     wait_group_gone(pgid).await;
 }
 
