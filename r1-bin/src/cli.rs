@@ -7,7 +7,13 @@ use clap::{Args, Parser, Subcommand};
 
 /// r1: a per-user session daemon and its clients.
 #[derive(Debug, Parser)]
-#[command(name = "r1", version, about, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "r1",
+    version,
+    about,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// The r1 home (default: $R1_HOME, else ~/.r1).
     #[arg(long, global = true, env = "R1_HOME", value_name = "DIR")]
