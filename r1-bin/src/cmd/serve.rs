@@ -52,7 +52,7 @@ pub fn run(home: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(home.as_deref())?;
     home.ensure()?;
     paths::ensure_private_dir(&home.log_dir())?;
-    let _log_guard = init_logging(&home, !is_child)?;
+    init_logging(&home, !is_child)?;
 
     let cfg = DaemonConfig {
         home: Some(home.root().to_path_buf()),
