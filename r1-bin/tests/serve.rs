@@ -60,12 +60,11 @@ fn serve(h: &Home) -> Proc {
 fn wait_for_discovery(home: &Path, pid: u32) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(text) = std::fs::read_to_string(home.join("daemon.json")) {
-            if let Ok(v) = serde_json::from_str::<Value>(&text) {
-                if v["pid"] == json!(pid) {
-                    return v;
-                }
-            }
+        if let Ok(text) = std::fs::read_to_string(home.join("daemon.json"))
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+            && v["pid"] == json!(pid)
+        {
+            return v;
         }
         assert!(
             Instant::now() < deadline,
