@@ -95,9 +95,24 @@ fn group_members(pgid: i32) -> Vec<(i32, char)> {
 async fn poll(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + T;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            let pgid = what.split(' ').nth(1).and_then(|p| p.parse::<i32>().ok());
+            let members = pgid.map(group_members);
+            panic!("timed out waiting for {what} (members {members:?})");
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Waits until group `pgid` is stopped: some member in state `T` and none running or
+/// in an interruptible sleep. (`D` is allowed: dash `vfork`s, and a parent waiting
+/// for its stopped vfork child to exec sits in `D` until the child continues.)
+async fn wait_group_stopped(pgid: i32) {
+    poll(&format!("group {pgid} stopped"), || {
+        let m = group_members(pgid);
+        m.iter().any(|(_, s)| *s == 'T') && m.iter().all(|(_, s)| matches!(s, 'T' | 'D'))
+    })
+    .await;
 }
 
 async fn wait_group_gone(pgid: i32) {
@@ -230,21 +245,25 @@ async fn shell_runs_queued_inputs_in_fifo_order() {
 async fn shell_pause_stops_the_group_and_run_resumes_it() {
     let (_d, dir) = tempdir();
     let h = shell(&dir);
-    let lane = h.send("sleep 0.3; echo done").await.unwrap();
+    // Finishes once the test creates `go`: no race with the pause.
+    let lane = h
+        .send("while [ ! -e go ]; do sleep 0.01; done; echo done")
+        .await
+        .unwrap();
     let records = h
         .wait_for(T, |r| !of_kind(r, "tool.start").is_empty())
         .await
         .unwrap();
     let pgid = pgid_of(&records, lane);
     h.control(Control::Pause);
-    poll("every group member stopped (T)", || {
-        let m = group_members(pgid);
-        !m.is_empty() && m.iter().all(|(_, s)| *s == 'T')
-    })
-    .await;
-    // Paused: a new input is queued, not started.
+    wait_group_stopped(pgid).await;
+    std::fs::write(dir.join("go"), "").unwrap();
+    // Paused: a new input is queued, not started, and the stopped command cannot see
+    // `go` yet.
     let queued = h.send("echo queued").await.unwrap();
-    assert!(tool_end(&h.sink.records(), lane).is_none());
+    let records = h.sink.records();
+    assert!(tool_end(&records, lane).is_none());
+    assert_eq!(of_kind(&records, "tool.start").len(), 1);
     h.control(Control::Run);
     let records = wait_end(&h, queued).await;
     let e = end_of(&records, lane);
@@ -316,11 +335,7 @@ async fn shell_cancel_of_a_paused_command_still_ends_it() {
         .unwrap();
     let pgid = pgid_of(&records, lane);
     h.control(Control::Pause);
-    poll("group stopped", || {
-        let m = group_members(pgid);
-        !m.is_empty() && m.iter().all(|(_, s)| *s == 'T')
-    })
-    .await;
+    wait_group_stopped(pgid).await;
     let t0 = Instant::now();
     h.control(Control::Cancel);
     assert_eq!(h.join(T).await.unwrap(), DriverExit::Cancelled);
@@ -476,6 +491,19 @@ async fn shell_emit_failure_ends_the_run_and_kills_the_command() {
     let err = h.join(T).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io);
     wait_group_gone(pgid).await;
+}
+
+#[tokio::test]
+async fn shell_dropped_run_kills_the_command() {
+    let (_d, dir) = tempdir();
+    let h = shell(&dir);
+    let lane = h.send("sleep 100").await.unwrap();
+    let records = h
+        .wait_for(T, |r| !of_kind(r, "tool.start").is_empty())
+        .await
+        .unwrap();
+    h.abort().await;
+    wait_group_gone(pgid_of(&records, lane)).await;
 }
 
 #[tokio::test]
@@ -739,6 +767,14 @@ async fn exec_cancel_kills_the_child() {
 }
 
 #[tokio::test]
+async fn exec_dropped_run_kills_the_child() {
+    let (_d, dir) = tempdir();
+    let (h, pgid) = agent_sleeping(&dir, "", None).await;
+    h.abort().await;
+    wait_group_gone(pgid).await;
+}
+
+#[tokio::test]
 async fn exec_stop_sigkills_after_the_grace() {
     let (_d, dir) = tempdir();
     // The agent ignores SIGTERM here: only SIGKILL after the grace ends it.
@@ -761,10 +797,7 @@ async fn exec_pause_stops_and_run_continues() {
         .unwrap();
     let pgid = find_agent_pgid(&dir).await;
     h.control(Control::Pause);
-    poll("agent stopped", || {
-        group_members(pgid).iter().all(|(_, s)| *s == 'T')
-    })
-    .await;
+    wait_group_stopped(pgid).await;
     // Input written while paused is answered after Run.
     let lane = h.send("ping").await.unwrap();
     h.control(Control::Run);

@@ -144,10 +144,12 @@ impl Stream {
         self.flush_text(emitter, text).await
     }
 
-    /// EOF (or giving up on the pipe): a held partial character becomes U+FFFD.
+    /// EOF (or giving up on the pipe): an unterminated line read so far becomes text,
+    /// a held partial character U+FFFD.
     async fn end(&mut self, emitter: &Emitter) -> Result<()> {
         self.eof = true;
         let mut text = String::new();
+        self.decoder.push(&self.lines.take_pending(), &mut text);
         self.decoder.finish(&mut text);
         self.flush_text(emitter, text).await
     }

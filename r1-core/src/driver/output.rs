@@ -214,6 +214,12 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
         }
     }
 
+    /// Bytes read but not yet returned (an unterminated line), for a caller that
+    /// stops reading before EOF.
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     /// The next line (with its `\n`), a piece of an over-long line, the unterminated
     /// last line, or `None` at EOF.
     pub async fn next_line(&mut self) -> std::io::Result<Option<Line>> {
@@ -305,6 +311,56 @@ mod tests {
         let mut t = "€x".to_owned();
         assert_eq!(take_chunk(&mut t, 1), "€");
         assert_eq!(take_chunk(&mut t, 1), "x");
+    }
+
+    #[tokio::test]
+    async fn pump_coalesces_small_writes_and_flushes_after_a_pause() {
+        use crate::driver::testing::{MemorySink, delta_text};
+        use tokio::io::AsyncWriteExt;
+
+        let sink = MemorySink::new();
+        let (mut w, r) = tokio::io::duplex(1024);
+        let (_give_up_tx, give_up) = watch::channel(false);
+        let pump = tokio::spawn(pump_deltas(r, "stdout", Some(4), sink.emitter(), give_up));
+        // Two writes with no pause between them share a record ...
+        w.write_all(b"a").await.unwrap();
+        w.write_all(b"b").await.unwrap();
+        sink.wait_for(std::time::Duration::from_secs(10), |r| r.len() == 1)
+            .await
+            .unwrap();
+        // ... a write after the coalescing window gets its own.
+        w.write_all(b"c").await.unwrap();
+        drop(w);
+        pump.await.unwrap().unwrap();
+        let records = sink.records();
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert_eq!(
+            records[0].data,
+            json!({"stream": "stdout", "text": "ab", "lane_id": 4})
+        );
+        assert_eq!(delta_text(&records, "stdout", Some(4)), "abc");
+    }
+
+    #[tokio::test]
+    async fn pump_gives_up_on_request_and_keeps_what_it_read() {
+        use crate::driver::testing::{MemorySink, delta_text};
+        use tokio::io::AsyncWriteExt;
+
+        let sink = MemorySink::new();
+        let (mut w, r) = tokio::io::duplex(1024);
+        let (give_up_tx, give_up) = watch::channel(false);
+        let pump = tokio::spawn(pump_deltas(r, "stderr", None, sink.emitter(), give_up));
+        // A character split at the give-up point comes out as U+FFFD.
+        w.write_all("x\u{e9}".as_bytes().get(..2).unwrap())
+            .await
+            .unwrap();
+        sink.wait_for(std::time::Duration::from_secs(10), |r| r.len() == 1)
+            .await
+            .unwrap();
+        give_up_tx.send_replace(true);
+        pump.await.unwrap().unwrap();
+        assert_eq!(delta_text(&sink.records(), "stderr", None), "x\u{FFFD}");
+        drop(w);
     }
 
     #[tokio::test]

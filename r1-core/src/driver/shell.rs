@@ -15,8 +15,9 @@
 //!   the shell was reaped; a group member still holding a pipe 200 ms after the shell
 //!   exited is killed ([`super::process::ExitDrain`]).
 //! * `exit_code` is null and `signal` names the signal when one ended the shell. A
-//!   command that could not be started ends with `ok:false`, `exit_code:null` and an
-//!   `error`.
+//!   command that could not be started (workdir gone, NUL byte in the text …) gets a
+//!   `tool.start` without `pgid` and a `tool.end` with `ok:false`, `exit_code:null`
+//!   and an `error` message; the session goes on.
 //! * [`Control::Pause`] holds the queue and SIGSTOPs the running group;
 //!   [`Control::Run`] SIGCONTs it. [`Control::Cancel`] / [`Control::Stop`] send SIGTERM
 //!   and SIGCONT, then SIGKILL after the [`KillGrace`]; the running command's
@@ -132,7 +133,8 @@ async fn run(grace: KillGrace, ctx: DriverContext) -> Result<DriverExit> {
                 Some(input) => queue.push_back(input),
                 None => {
                     inbox_open = false;
-                    ending = Some(begin_end(DriverExit::Stopped, grace.stop, &mut queue, &running));
+                    let end = begin_end(DriverExit::Stopped, grace.stop, &mut queue, &running);
+                    ending = Some(end);
                 }
             },
             changed = control.changed(), if control_open && ending.is_none() => {
@@ -160,10 +162,12 @@ async fn run(grace: KillGrace, ctx: DriverContext) -> Result<DriverExit> {
                         }
                     }
                     Control::Cancel => {
-                        ending = Some(begin_end(DriverExit::Cancelled, grace.cancel, &mut queue, &running));
+                        let end = begin_end(DriverExit::Cancelled, grace.cancel, &mut queue, &running);
+                        ending = Some(end);
                     }
                     Control::Stop => {
-                        ending = Some(begin_end(DriverExit::Stopped, grace.stop, &mut queue, &running));
+                        let end = begin_end(DriverExit::Stopped, grace.stop, &mut queue, &running);
+                        ending = Some(end);
                     }
                 }
             }

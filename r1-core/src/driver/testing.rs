@@ -222,6 +222,14 @@ impl DriverHarness {
         self.inbox = None;
     }
 
+    /// Drops the driver's run mid-flight (as a hub aborting its task would) and waits
+    /// until the task is gone.
+    pub async fn abort(self) {
+        self.task.abort();
+        // Cancelled (or finished first): either way nothing of the run is left.
+        let _ = self.task.await;
+    }
+
     /// True once the driver's run returned.
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
