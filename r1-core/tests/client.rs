@@ -580,6 +580,7 @@ async fn every_typed_helper_and_rpc_errors() {
         .collect();
     assert_eq!(names, table);
 
+    let mut bus_events = c.subscribe_bus(None).await.unwrap();
     let started = c
         .start(
             StartOptions::new(&env.work)
@@ -595,6 +596,11 @@ async fn every_typed_helper_and_rpc_errors() {
     assert_eq!(started.state, SessionState::Running);
     assert_eq!(started.workdir, std::fs::canonicalize(&env.work).unwrap());
     assert!(!started.epoch.is_empty());
+    let bus_items = items_until(&mut bus_events, |e| e.kind == "session.created").await;
+    let created = records(&bus_items).pop().unwrap().clone();
+    assert_eq!(created.data["session_id"], id.as_str());
+    assert!(created.seq > bus_events.reply().current_seq, "live only");
+    drop(bus_events);
 
     let all = c.list(None).await.unwrap();
     assert_eq!(all.len(), 1);
@@ -808,6 +814,56 @@ async fn subscription_resumes_across_a_daemon_restart_without_gap_or_duplicate()
         );
     }
     d2.stop().await.unwrap();
+}
+
+/// A consumer that does not read while thousands of records land: the client's
+/// bounded queue overflows, the subscription re-subscribes from its cursor, and
+/// the consumer still sees every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_consumer_loses_nothing_and_sees_no_duplicate() {
+    let env = Env::new();
+    let d = env.start().await;
+    let c = dial(env.opts()).await.unwrap();
+    let n = 5000;
+    let script = format!(
+        "i=0; while [ $i -lt {n} ]; do echo '{{\"kind\":\"agent.tick\",\"data\":{{\"i\":'$i'}}}}'; i=$((i+1)); done"
+    );
+    let s = c
+        .start(
+            StartOptions::new(&env.work)
+                .driver("exec")
+                .command(["sh", "-c", script.as_str()]),
+        )
+        .await
+        .unwrap();
+    let mut sub = c.subscribe(&s.session_id, Some(0), None).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while c.get(&s.session_id).await.unwrap().state != SessionState::Ended {
+        assert!(Instant::now() < until, "the agent did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last = c.get(&s.session_id).await.unwrap().last_seq;
+    assert!(last > n, "{last}");
+    let mut seqs = Vec::new();
+    let mut ticks = 0;
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("items keep coming")
+    {
+        match item.unwrap() {
+            SubEvent::Record(e) => {
+                if e.kind == "agent.tick" {
+                    assert_eq!(e.data["i"], ticks);
+                    ticks += 1;
+                }
+                seqs.push(e.seq);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ticks, n);
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
+    d.stop().await.unwrap();
 }
 
 // ---------------------------------------------------------------------------
