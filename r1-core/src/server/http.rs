@@ -6,9 +6,9 @@
 //! WebSocket subprotocol or SSE ticket; the public routes need none) → the route.
 //! Every answer, refusals included, is decorated by [`gate::decorate`].
 //!
-//! The routes live in [`ROUTES`], one line each; [`rest`](super::rest) answers the
-//! REST and JSON-RPC routes, [`ws`](super::ws) the WebSocket ones and
-//! [`sse`](super::sse) the event stream.
+//! The routes live in `routes()`, one line each; [`rest`] answers the
+//! REST and JSON-RPC routes, [`ws`] the WebSocket ones and
+//! [`sse`] the event stream.
 
 use std::convert::Infallible;
 use std::sync::Arc;

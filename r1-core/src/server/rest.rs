@@ -1,10 +1,10 @@
 //! The plain HTTP routes (DESIGN §4): health, discover, hello, `POST /v1/rpc`, the
 //! REST mirror of the session methods, the NDJSON journal download and SSE tickets.
 //!
-//! The REST mirror calls the dispatcher ([`Dispatcher::call`]) with the same params a
+//! The REST mirror calls the dispatcher ([`Dispatcher::call`](crate::rpc::dispatch::Dispatcher::call)) with the same params a
 //! JSON-RPC client would send, so scopes, validation and errors are identical; an
 //! error answers `{"error": <JSON-RPC error object>}` with the status its kind maps
-//! to ([`codes::http_status_for`]): a scope refusal (-32004) is 403, an unknown
+//! to ([`http_status_for`](crate::rpc::codes::http_status_for)): a scope refusal (-32004) is 403, an unknown
 //! session 404, bad params 400.
 //!
 //! Query strings carry only ids, numbers and hex (`since_seq`, `epoch`, `nonce`,
