@@ -33,7 +33,8 @@ pub fn run(home: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let token = match (&args.token, &args.token_file) {
         (Some(t), _) => Some(Token::parse(t).context("invalid --token")?),
         (None, Some(f)) => {
-            let text = std::fs::read_to_string(f).with_context(|| format!("cannot read --token-file {}", f.display()))?;
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read --token-file {}", f.display()))?;
             let first = text.lines().next().unwrap_or_default();
             Some(Token::parse(first).with_context(|| format!("invalid token in {}", f.display()))?)
         }
@@ -51,7 +52,7 @@ pub fn run(home: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(home.as_deref())?;
     home.ensure()?;
     paths::ensure_private_dir(&home.log_dir())?;
-    let _log_guard = init_logging(&home, !is_child)?;
+    init_logging(&home, !is_child)?;
 
     let cfg = DaemonConfig {
         home: Some(home.root().to_path_buf()),
@@ -68,7 +69,10 @@ pub fn run(home: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitCode> {
         handle_signals: true,
         ..Default::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     let outcome = runtime.block_on(async move {
         let handle = match Daemon::start(cfg).await {
             Ok(h) => h,
@@ -86,7 +90,9 @@ pub fn run(home: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             // The "already running" message is exactly two lines, without a prefix.
-            let text = if e.kind() == ErrorKind::Conflict && e.message().starts_with("daemon already running") {
+            let text = if e.kind() == ErrorKind::Conflict
+                && e.message().starts_with("daemon already running")
+            {
                 e.message().to_owned()
             } else {
                 format!("r1: {e}")
@@ -108,9 +114,16 @@ fn init_logging(home: &Home, to_stderr: bool) -> anyhow::Result<()> {
 
     let file = paths::open_private(&home.log_path(), OpenMode::AppendCreate)?;
     let filter = EnvFilter::try_from_env("R1_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let file_layer = fmt::layer().with_ansi(false).with_writer(std::sync::Mutex::new(file));
+    let file_layer = fmt::layer()
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file));
     let stderr_layer = to_stderr.then(|| fmt::layer().with_writer(std::io::stderr));
-    tracing_subscriber::registry().with(filter).with(file_layer).with(stderr_layer).try_init().ok();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(file_layer)
+        .with(stderr_layer)
+        .try_init()
+        .ok();
     Ok(())
 }
 
@@ -122,7 +135,10 @@ fn detach(home: Option<&Path>) -> anyhow::Result<ExitCode> {
     resolved.ensure()?;
     paths::ensure_private_dir(&resolved.log_dir())?;
     let log = paths::open_private(&resolved.log_path(), OpenMode::AppendCreate)?;
-    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).filter(|a| a != "--detach").collect();
+    let args: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--detach")
+        .collect();
     let mut child = Command::new(exe)
         .args(args)
         .env(CHILD_ENV, "1")
@@ -132,7 +148,9 @@ fn detach(home: Option<&Path>) -> anyhow::Result<ExitCode> {
         .stderr(Stdio::from(log))
         .spawn()
         .context("cannot start the background daemon")?;
-    let Some(stdout) = child.stdout.take() else { bail!("cannot read from the background daemon") };
+    let Some(stdout) = child.stdout.take() else {
+        bail!("cannot read from the background daemon")
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut first = String::new();
@@ -145,7 +163,10 @@ fn detach(home: Option<&Path>) -> anyhow::Result<ExitCode> {
             let _ = child.wait();
             match line.strip_prefix("error ") {
                 Some(msg) => eprintln!("{}", msg.trim_end().replace('\u{1f}', "\n")),
-                None => eprintln!("r1: the background daemon exited before it was ready; see {}", resolved.log_path().display()),
+                None => eprintln!(
+                    "r1: the background daemon exited before it was ready; see {}",
+                    resolved.log_path().display()
+                ),
             }
             Ok(ExitCode::from(1))
         }

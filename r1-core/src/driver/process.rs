@@ -206,6 +206,9 @@ pub fn command(program: &str, args: &[String], spec: &DriverSpec) -> tokio::proc
         .envs(&spec.env)
         // After `spec.env`: PWD always names the workdir.
         .env("PWD", &spec.workdir)
+        // Lets a restarted daemon recognise (and only then kill) a group this
+        // session left running when the previous daemon died.
+        .env("R1_SESSION_ID", &spec.session_id)
         .process_group(0)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

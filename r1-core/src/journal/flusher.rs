@@ -78,7 +78,7 @@ pub(crate) fn register(journal: Weak<Journal>, due: Instant) -> bool {
     let mut q = f.queue.lock().unwrap_or_else(|e| e.into_inner());
     if !q.started {
         let spawned = std::thread::Builder::new()
-            .name("r1-journal-flush".to_owned())
+            .name("r1-jrnl-flush".to_owned())
             // fsync needs little stack; keep the one thread cheap.
             .stack_size(256 * 1024)
             .spawn(run);

@@ -399,7 +399,18 @@ fn tail_check(file: &File, size: u64) -> std::io::Result<Option<u64>> {
 fn first_line_is_newer(file: &File) -> std::io::Result<bool> {
     let mut buf = [0u8; 64];
     let n = read_at_full(file, &mut buf, 0)?;
-    Ok(matches!(parse_prefix(&buf[..n]), Ok((v, ..)) if v > JOURNAL_VERSION))
+    Ok(prefix_version(&buf[..n]).is_some_and(|v| v > JOURNAL_VERSION))
+}
+
+/// The `v` of a line from its first bytes alone (`{"v":N,`), so even a torn line of a
+/// newer format is recognised.
+fn prefix_version(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(b"{\"v\":")?;
+    let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 || n > 19 || rest.get(n) != Some(&b',') {
+        return None;
+    }
+    std::str::from_utf8(&rest[..n]).ok()?.parse().ok()
 }
 
 /// The first complete line (without `\n`), if there is one within [`MAX_LINE_BYTES`].
@@ -672,7 +683,7 @@ fn note_newer(scan: &mut Scan, line: &[u8], line_no: u64, offset: u64) {
     if scan.newer.is_some() {
         return;
     }
-    if let Ok((v, ..)) = parse_prefix(line)
+    if let Some(v) = prefix_version(line)
         && v > JOURNAL_VERSION
     {
         scan.newer = Some(Damage {

@@ -1,1 +1,405 @@
 use super::*;
+use crate::journal::reader::Reader;
+use crate::journal::record::encode_line;
+use serde_json::json;
+use std::time::Duration;
+
+fn opts() -> WriterOptions {
+    WriterOptions::default()
+}
+
+fn created(dir: &Path) -> (PathBuf, Arc<Journal>) {
+    let path = dir.join("journal.ndjson");
+    let j = Journal::create(
+        &path,
+        "ep1",
+        "session.created",
+        &json!({"session_id": "s1"}),
+        opts(),
+    )
+    .unwrap();
+    (path, j)
+}
+
+#[test]
+fn encode_into_matches_encode_line() {
+    let cases = [
+        json!(null),
+        json!({"text": "héllo \"quoted\" \n tab\t \u{1F600} \u{0007}"}),
+        json!({"n": u64::MAX, "f": 1.5, "neg": -3, "arr": [1, {"a": null}], "e": {}}),
+        json!("just a string"),
+    ];
+    let mut buf = Vec::new();
+    for (i, data) in cases.iter().enumerate() {
+        for seq in [1u64, 9, 10, 12345, u64::MAX] {
+            let kind = format!("k\"ind.{i}");
+            encode_into(&mut buf, seq, "2026-05-02T18:30:00.123Z", &kind, data).unwrap();
+            let want = encode_line(seq, "2026-05-02T18:30:00.123Z", &kind, data).unwrap();
+            assert_eq!(std::str::from_utf8(&buf).unwrap(), want);
+        }
+    }
+}
+
+#[test]
+fn create_writes_epoch_and_reopen_continues() {
+    let t = tempfile::tempdir().unwrap();
+    let (path, j) = created(t.path());
+    assert_eq!(j.last_seq(), 1);
+    assert_eq!(j.epoch(), "ep1");
+    assert_eq!(j.synced_seq(), 1, "create fsyncs its first record");
+    let r = j
+        .append("session.delta", &json!({"stream": "stdout", "text": "hi"}))
+        .unwrap();
+    assert_eq!(r.seq, 2);
+    assert_eq!(r.kind().as_deref(), Some("session.delta"));
+    let size = j.size();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+    drop(j);
+
+    // No clean marker: the tail check reopens it and finds the epoch in data.epoch.
+    let out = Journal::open(&path, opts()).unwrap();
+    assert!(!out.report.clean);
+    assert_eq!(out.report.last_seq, 2);
+    assert_eq!(out.report.epoch, "ep1");
+    assert_eq!(out.report.repaired, None);
+    assert_eq!(out.report.damage, None);
+    let j = out.journal.unwrap();
+    assert_eq!(
+        j.append("user.input", &json!({"text": "x"})).unwrap().seq,
+        3
+    );
+
+    let mut rd = Reader::open(&path).unwrap();
+    let first = rd.next_record().unwrap().unwrap();
+    assert_eq!(first.to_value().unwrap()["data"]["epoch"], "ep1");
+    assert_eq!(first.to_value().unwrap()["data"]["session_id"], "s1");
+}
+
+#[test]
+fn create_refuses_existing_and_mismatched_epoch() {
+    let t = tempfile::tempdir().unwrap();
+    let (path, _j) = created(t.path());
+    let e = Journal::create(&path, "ep1", "session.created", &json!({}), opts()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+
+    let p2 = t.path().join("other.ndjson");
+    let e =
+        Journal::create(&p2, "a", "session.created", &json!({"epoch": "b"}), opts()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidParams);
+    assert!(!p2.exists(), "nothing left behind");
+    let e = Journal::create(&p2, "a", "session.created", &json!([1]), opts()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidParams);
+
+    // The bus log: no epoch anywhere.
+    let bus = Journal::create(&p2, "", "daemon.started", &json!({"pid": 1}), opts()).unwrap();
+    assert_eq!(bus.epoch(), "");
+    drop(bus);
+    let out = Journal::open(&p2, opts()).unwrap();
+    assert_eq!(out.report.epoch, "");
+    assert_eq!(out.report.last_seq, 1);
+}
+
+#[test]
+fn close_writes_marker_and_refuses_appends() {
+    let t = tempfile::tempdir().unwrap();
+    let (path, j) = created(t.path());
+    j.append("session.delta", &json!({"text": "a"})).unwrap();
+    let (_, mut rx) = j.subscribe();
+    j.close().unwrap();
+    j.close().unwrap();
+    assert!(j.is_closed());
+    let e = j.append("session.delta", &json!({})).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Closed);
+    assert!(matches!(
+        rx.try_recv(),
+        Err(broadcast::error::TryRecvError::Closed)
+    ));
+    assert_eq!(j.synced_seq(), 2);
+
+    let marker_path = t.path().join("clean");
+    let marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&marker_path).unwrap()).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(marker, json!({"size": size, "last_seq": 2, "epoch": "ep1"}));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&marker_path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    drop(j);
+
+    let out = Journal::open(&path, opts()).unwrap();
+    assert!(out.report.clean);
+    assert_eq!(out.report.last_seq, 2);
+    assert_eq!(out.report.record_count, 2);
+    assert_eq!(out.report.epoch, "ep1");
+    assert!(!marker_path.exists(), "open removes the marker");
+    let j = out.journal.unwrap();
+    assert_eq!(j.append("user.input", &json!({})).unwrap().seq, 3);
+}
+
+#[test]
+fn trusted_marker_epoch_is_used_without_scanning() {
+    // A matching marker is trusted as is: its epoch wins over the file's.
+    let t = tempfile::tempdir().unwrap();
+    let (path, j) = created(t.path());
+    j.close().unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    std::fs::write(
+        t.path().join("clean"),
+        json!({"size": size, "last_seq": 1, "epoch": "from-marker"}).to_string(),
+    )
+    .unwrap();
+    let out = Journal::open(&path, opts()).unwrap();
+    assert!(out.report.clean);
+    assert_eq!(out.report.epoch, "from-marker");
+}
+
+#[test]
+fn subscribers_see_every_record_in_order() {
+    let t = tempfile::tempdir().unwrap();
+    let (_path, j) = created(t.path());
+    let threads = 4;
+    let per = 200;
+    std::thread::scope(|s| {
+        for w in 0..threads {
+            let j = &j;
+            s.spawn(move || {
+                for i in 0..per {
+                    j.append("session.delta", &json!({"w": w, "i": i})).unwrap();
+                }
+            });
+        }
+        // Subscribe while the writers run: the receiver starts right after `last`.
+        for _ in 0..3 {
+            let (last, mut rx) = j.subscribe();
+            s.spawn(move || {
+                let mut want = last + 1;
+                loop {
+                    match rx.blocking_recv() {
+                        Ok(rec) => {
+                            assert_eq!(rec.seq, want);
+                            want += 1;
+                            if want > 1 + threads * per {
+                                break;
+                            }
+                        }
+                        Err(e) => panic!("{e:?} at {want}"),
+                    }
+                }
+            });
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    assert_eq!(j.last_seq(), 1 + threads * per);
+}
+
+#[test]
+fn concurrent_durable_appends_share_fsyncs() {
+    let t = tempfile::tempdir().unwrap();
+    let (path, j) = created(t.path());
+    let before = j.fsync_count();
+    let threads = 64;
+    let per = 10;
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let j = &j;
+            s.spawn(move || {
+                for _ in 0..per {
+                    let r = j.append("user.input", &json!({"text": "hi"})).unwrap();
+                    // Durable: acknowledged only once an fsync covers it.
+                    assert!(j.synced_seq() >= r.seq);
+                }
+            });
+        }
+    });
+    let appends = (threads * per) as u64;
+    let fsyncs = j.fsync_count() - before;
+    assert!(
+        fsyncs < appends,
+        "group commit: {fsyncs} fsyncs for {appends} durable appends"
+    );
+    assert!(fsyncs >= 1);
+    assert_eq!(j.synced_seq(), 1 + appends);
+    drop(j);
+    let v = Reader::open(&path).unwrap().verify().unwrap();
+    assert_eq!(v.records, 1 + appends);
+    assert_eq!(v.damage, None);
+}
+
+#[test]
+fn non_durable_append_is_synced_by_the_flusher() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("j.ndjson");
+    let o = WriterOptions {
+        fsync_interval: Duration::from_millis(20),
+        ..WriterOptions::default()
+    };
+    let j = Journal::create(&path, "e", "session.created", &json!({}), o).unwrap();
+    let before = j.fsync_count();
+    let r = j.append("session.delta", &json!({"text": "x"})).unwrap();
+    assert_eq!(j.fsync_count(), before, "not synced inline");
+    let start = std::time::Instant::now();
+    while j.synced_seq() < r.seq {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "flusher never synced"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(j.fsync_count(), before + 1);
+    // A burst of non-durable appends within one interval shares one fsync.
+    let before = j.fsync_count();
+    for i in 0..50 {
+        j.append("session.delta", &json!({"i": i})).unwrap();
+    }
+    let last = j.last_seq();
+    while j.synced_seq() < last {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        j.fsync_count() - before <= 2,
+        "{}",
+        j.fsync_count() - before
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn one_flusher_thread_serves_many_journals() {
+    let t = tempfile::tempdir().unwrap();
+    let o = WriterOptions {
+        fsync_interval: Duration::from_millis(5),
+        ..WriterOptions::default()
+    };
+    let journals: Vec<_> = (0..40)
+        .map(|i| {
+            Journal::create(
+                &t.path().join(format!("{i}.ndjson")),
+                "e",
+                "session.created",
+                &json!({}),
+                o.clone(),
+            )
+            .unwrap()
+        })
+        .collect();
+    for j in &journals {
+        j.append("session.delta", &json!({})).unwrap();
+    }
+    let start = std::time::Instant::now();
+    for j in &journals {
+        while j.synced_seq() < 2 {
+            assert!(start.elapsed() < Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let flushers = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .filter(|c| c.trim() == "r1-jrnl-flush")
+        .count();
+    assert_eq!(flushers, 1);
+}
+
+#[test]
+fn oversized_record_is_refused_and_nothing_written() {
+    let t = tempfile::tempdir().unwrap();
+    let (path, j) = created(t.path());
+    let size = j.size();
+    let big = "x".repeat(MAX_LINE_BYTES);
+    let e = j
+        .append("session.delta", &json!({ "text": big }))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TooLarge);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+    assert_eq!(j.append("session.delta", &json!({})).unwrap().seq, 2);
+}
+
+/// Set in the child process of [`failed_write_truncates_back`].
+const EFBIG_CHILD: &str = "R1_JOURNAL_TEST_EFBIG_DIR";
+
+/// A write that fails part-way (here EFBIG from `RLIMIT_FSIZE`, as ENOSPC would) is
+/// cut back to the last good offset, reported as `Io`, and the next append works.
+/// The limit is process-wide, so the scenario runs in a child test process.
+#[test]
+fn failed_write_truncates_back() {
+    if let Some(dir) = std::env::var_os(EFBIG_CHILD) {
+        efbig_child(Path::new(&dir));
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "journal::writer::tests::failed_write_truncates_back",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(EFBIG_CHILD, t.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("efbig child ok"),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And the file the child left behind is a clean journal.
+    let v = Reader::open(&t.path().join("journal.ndjson"))
+        .unwrap()
+        .verify()
+        .unwrap();
+    assert_eq!((v.records, v.last_seq, v.damage), (4, 4, None));
+}
+
+fn efbig_child(dir: &Path) {
+    // SAFETY: test-only process setup: ignore SIGXFSZ so an over-limit write fails
+    // with EFBIG instead of killing the process, then cap the file size.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    let set_limit = |soft: libc::rlim_t| {
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain syscalls on a valid struct.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut cur), 0);
+            cur.rlim_cur = soft;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &cur), 0);
+        }
+    };
+    let (path, j) = created(dir);
+    j.append("session.delta", &json!({"text": "before"}))
+        .unwrap();
+    let good = j.size();
+    set_limit(good + 40);
+    let e = j
+        .append("session.delta", &json!({"text": "y".repeat(200)}))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), good, "cut back");
+    assert_eq!(j.size(), good);
+    assert_eq!(j.last_seq(), 2);
+    // Still failing while the limit holds, and still cut back.
+    let e = j
+        .append("user.input", &json!({"text": "z".repeat(100)}))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
+    set_limit(libc::RLIM_INFINITY);
+    assert_eq!(
+        j.append("user.input", &json!({"text": "ok"})).unwrap().seq,
+        3
+    );
+    assert_eq!(j.append("session.delta", &json!({})).unwrap().seq, 4);
+    j.close().unwrap();
+    println!("efbig child ok");
+}

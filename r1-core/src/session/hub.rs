@@ -626,13 +626,18 @@ impl Hub {
             Err(e) => Some(json!({"reason": "error", "message": e.to_string()})),
         };
         if let Some(data) = ended {
-            if session.state() == SessionState::Ended {
-                return;
+            {
+                // Flip the state before the record is visible, so anyone who sees
+                // `session.ended` also sees the state `ended`.
+                let mut inner = session.inner();
+                if inner.state == SessionState::Ended {
+                    return;
+                }
+                inner.state = SessionState::Ended;
             }
             if let Err(e) = append(&journal, "session.ended", data.clone()).await {
                 tracing::error!(session_id = %session.id, error = %e, "cannot record session end");
             }
-            session.inner().state = SessionState::Ended;
             if let Err(e) = self.store_index().await {
                 tracing::error!(error = %e, "cannot update the sessions index");
             }
@@ -799,13 +804,12 @@ impl Hub {
             }
             _ => {
                 // No driver (interrupted by a restart): end it here.
-                append(
-                    &journal,
-                    "session.ended",
-                    json!({"reason": "cancelled", "detail": reason}),
-                )
-                .await?;
-                session.inner().state = SessionState::Ended;
+                let before = std::mem::replace(&mut session.inner().state, SessionState::Ended);
+                let data = json!({"reason": "cancelled", "detail": reason});
+                if let Err(e) = append(&journal, "session.ended", data).await {
+                    session.inner().state = before;
+                    return Err(e);
+                }
                 self.store_index().await?;
                 self.bus_event(
                     "session.ended",
