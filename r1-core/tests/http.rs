@@ -1620,3 +1620,25 @@ async fn shutdown_closes_websockets_with_1001() {
     timely("daemon stops", d.handle.wait()).await.unwrap();
     assert!(!d.home.join("daemon.json").exists());
 }
+
+#[tokio::test]
+async fn client_library_dials_over_websocket() {
+    // The client checks `/v1/hello` before it sends the token, then speaks JSON-RPC
+    // over `/v1/ws`: both sides of the contract agree.
+    let d = TestDaemon::start().await;
+    let opts = r1_core::client::WsOptions::new("127.0.0.1", d.port, d.handle.token());
+    let client = timely("dial_ws", r1_core::client::dial_ws(opts))
+        .await
+        .expect("client dials");
+    let info = client.call("daemon.info", json!({})).await.unwrap();
+    assert_eq!(info["instance_id"], d.handle.instance_id());
+    // A wrong token fails the proof, and is never sent.
+    let wrong = r1_core::token::Token::parse(&"1".repeat(64)).unwrap();
+    let bad =
+        r1_core::client::dial_ws(r1_core::client::WsOptions::new("127.0.0.1", d.port, wrong)).await;
+    assert_eq!(
+        bad.err().map(|e| e.kind()),
+        Some(r1_core::ErrorKind::Unauthorized)
+    );
+    d.handle.stop().await.unwrap();
+}
