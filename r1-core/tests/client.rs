@@ -1044,3 +1044,73 @@ async fn websocket_dials_only_loopback() {
 fn _client_is_send_sync(c: Client, b: BlockingClient) -> impl Send + Sync {
     (c, b)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn websocket_to_the_real_daemon() {
+    let env = Env::new();
+    let d = env.start().await;
+    let opts = WsOptions::from_discovery(d.discovery())
+        .unwrap()
+        .client_name("ws-test");
+    let ws = dial_ws(opts).await.unwrap();
+    assert_eq!(ws.handshake().instance_id, d.instance_id());
+    assert_eq!(ws.hello().await.unwrap().instance_id, d.instance_id());
+    assert_eq!(ws.info().await.unwrap().pid, std::process::id());
+
+    // Sessions and a subscription over the WebSocket.
+    let s = ws.start(StartOptions::new(&env.work)).await.unwrap();
+    let mut sub = ws.subscribe(&s.session_id, Some(0), None).await.unwrap();
+    ws.send(&s.session_id, "echo over-ws").await.unwrap();
+    let items = items_until(&mut sub, |e| e.kind == "tool.end").await;
+    let seqs: Vec<u64> = records(&items).iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let out: String = records(&items)
+        .iter()
+        .filter(|e| e.kind == "session.delta")
+        .filter_map(|e| e.data["text"].as_str())
+        .collect();
+    assert_eq!(out, "over-ws\n");
+
+    // Privileged methods exist only on the unix socket.
+    let e = ws.rotate_token().await.unwrap_err();
+    assert_eq!(e.rpc().unwrap().code, -32004);
+
+    // A scoped token reads but cannot write.
+    let unix = dial(env.opts()).await.unwrap();
+    let minted = unix
+        .mint_token("read", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let scoped = WsOptions::new("127.0.0.1", d.port().unwrap(), minted.token);
+    // The proof is keyed with the master token, which a scoped holder lacks.
+    let e = dial_ws(scoped.clone()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized);
+    let reader = dial_ws(scoped.skip_hello_proof(true)).await.unwrap();
+    assert_eq!(reader.list(None).await.unwrap().len(), 1);
+    let e = reader
+        .start(StartOptions::new(&env.work))
+        .await
+        .unwrap_err();
+    assert_eq!(e.rpc().unwrap().code, -32004);
+
+    // A wrong token fails the hello proof before anything is sent.
+    let e = dial_ws(WsOptions::new(
+        "127.0.0.1",
+        d.port().unwrap(),
+        Token::generate().unwrap(),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized);
+    assert!(e.message().contains("failed the /v1/hello proof"), "{e}");
+
+    // After a restart (new port, new token) the old options cannot reach it: the
+    // subscription reports that instead of hanging.
+    drop(sub);
+    d.stop().await.unwrap();
+    let e = ws.info().await.unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::DaemonNotFound | ErrorKind::Closed),
+        "{e}"
+    );
+}

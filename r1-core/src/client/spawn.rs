@@ -354,6 +354,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("log");
         std::fs::write(&p, "old line\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         let from = std::fs::metadata(&p).unwrap().len();
         std::fs::write(&p, "old line\nfirst\nsecond\n").unwrap();
         assert_eq!(log_tail(&p, from), "first; second");
