@@ -750,6 +750,65 @@ async fn calls_time_out_and_fail_closed_when_the_connection_drops() {
     assert!(!c.is_connected());
 }
 
+/// A fake daemon that answers `daemon.hello` with `answer(id)` on every connection.
+fn fake_hello_daemon(sock: &Path, answer: fn(&serde_json::Value) -> serde_json::Value) {
+    let listener = std::os::unix::net::UnixListener::bind(sock).unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let mut lines =
+                std::io::BufRead::lines(std::io::BufReader::new(s.try_clone().unwrap()));
+            let mut w = s;
+            if let Some(Ok(line)) = lines.next() {
+                let req: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let _ = writeln!(w, "{}", answer(&req["id"]));
+            }
+            for _ in lines {}
+        }
+    });
+}
+
+#[tokio::test]
+async fn protocol_version_skew_says_which_versions_and_what_to_do() {
+    let env = Env::new();
+    // A newer daemon that answers hello with v2.
+    let v2 = env.dir.path().join("v2.sock");
+    fake_hello_daemon(&v2, |id| {
+        json!({"jsonrpc":"2.0","id":id,"result":{
+            "protocol_version":2,"version":"9.0.0","instance_id":"abc","pid":1}})
+    });
+    let e = dial(DialOptions::new().sock_path(&v2).spawn(false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::UnsupportedVersion);
+    assert!(
+        e.message()
+            .contains("(r1 9.0.0) speaks protocol v2, this client"),
+        "{e}"
+    );
+    assert!(e.message().contains(" v1: upgrade r1"), "{e}");
+    assert!(e.message().contains("restart the daemon"), "{e}");
+
+    // An older daemon that refuses our v1 hello with -32007.
+    let v0 = env.dir.path().join("v0.sock");
+    fake_hello_daemon(&v0, |id| {
+        json!({"jsonrpc":"2.0","id":id,"error":{"code":-32007,"message":"no",
+            "data":{"kind":"unsupported_version","supported":[0],"requested":1}}})
+    });
+    let e = dial(DialOptions::new().sock_path(&v0).spawn(false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::UnsupportedVersion);
+    assert!(e.message().contains("speaks protocol v0"), "{e}");
+
+    // A discovery file of another protocol version is not "stale": no spawn.
+    let mut newer = fake_discovery(std::process::id(), &v2);
+    newer.protocol_version = 2;
+    env.write_discovery(&newer);
+    let e = dial(env.spawn_opts()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::UnsupportedVersion);
+    assert!(procs_with_home(&env.home).is_empty(), "nothing spawned");
+}
+
 // ---------------------------------------------------------------------------
 // Subscriptions across a daemon restart
 
