@@ -222,6 +222,18 @@ impl Conn {
     }
 }
 
+/// Removes a pending call's entry when dropped.
+struct Forget<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.shared.router().pending.remove(&self.id);
+    }
+}
+
 async fn request(
     out: &mpsc::Sender<String>,
     shared: &Arc<Shared>,
@@ -239,6 +251,9 @@ async fn request(
         }
         r.pending.insert(id, Pending { tx, sub });
     }
+    // Forget the entry however this ends (answered, timed out, or the caller's
+    // future dropped), so abandoned calls never accumulate.
+    let _forget = Forget { shared, id };
     let line = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
     let outcome = tokio::time::timeout(timeout, async {
         if out.send(line).await.is_err() {
@@ -258,17 +273,14 @@ async fn request(
     .await;
     match outcome {
         Ok(answer) => answer,
-        Err(_) => {
-            shared.router().pending.remove(&id);
-            Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "{method} got no answer from the daemon ({}) within {:.1}s",
-                    shared.peer,
-                    timeout.as_secs_f64()
-                ),
-            ))
-        }
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "{method} got no answer from the daemon ({}) within {:.1}s",
+                shared.peer,
+                timeout.as_secs_f64()
+            ),
+        )),
     }
 }
 

@@ -174,11 +174,15 @@ pub(crate) async fn spawn_and_connect(
                     "spawned daemon answered"
                 );
                 if exited.is_none() {
-                    // `--detach` returns once daemon.json is written; reap it
-                    // without holding the caller up.
-                    tokio::spawn(async move {
-                        let _ = child.wait().await;
-                    });
+                    // `--detach` exits right after daemon.json is written: reap it
+                    // now (briefly), else in the background, so no zombie stays.
+                    let reaped =
+                        tokio::time::timeout(Duration::from_millis(100), child.wait()).await;
+                    if reaped.is_err() {
+                        tokio::spawn(async move {
+                            let _ = child.wait().await;
+                        });
+                    }
                 }
                 return Ok(*conn);
             }
