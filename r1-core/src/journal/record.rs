@@ -73,6 +73,16 @@ pub struct RawRecord {
 }
 
 impl RawRecord {
+    /// A record from a line the writer just encoded itself (prefix, CRC and shape are
+    /// right by construction), without re-parsing it on the append hot path.
+    pub(crate) fn from_encoded(seq: u64, line: &str, body_start: usize) -> RawRecord {
+        RawRecord {
+            seq,
+            line: Arc::from(line),
+            body_start,
+        }
+    }
+
     /// The whole line without its newline.
     pub fn line(&self) -> &str {
         &self.line

@@ -51,7 +51,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::reader::{LineScanner, Next, find_newline, read_at_full, seq_reason};
-use super::record::{JOURNAL_VERSION, LineError, MAX_LINE_BYTES, RawRecord, parse_line, parse_prefix};
+use super::record::{
+    JOURNAL_VERSION, LineError, MAX_LINE_BYTES, RawRecord, parse_line, parse_prefix,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::paths::{OpenMode, atomic_write, fsync_dir, open_private};
 
@@ -103,7 +105,11 @@ impl Damage {
         };
         Error::new(
             self.error_kind(),
-            format!("journal {} is damaged at {at}: {}", path.display(), self.reason),
+            format!(
+                "journal {} is damaged at {at}: {}",
+                path.display(),
+                self.reason
+            ),
         )
         .with_data(serde_json::json!({
             "line": self.line,

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
-use super::record::{JOURNAL_VERSION, MAX_LINE_BYTES, RawRecord, is_durable_kind, parse_line};
+use super::record::{JOURNAL_VERSION, MAX_LINE_BYTES, RawRecord, is_durable_kind};
 use super::recover::{self, Plan, REPAIRED_KIND, RecoveryReport, Repair};
 use crate::error::{Error, ErrorKind, Result};
 use crate::paths::{check_private_file, fsync_dir};
@@ -109,6 +109,7 @@ struct State {
     needs_truncate: bool,
     /// Encoding buffer, reused across appends.
     buf: Vec<u8>,
+    clock: AtClock,
     /// Present only while someone subscribed (see the module docs).
     tx: Option<broadcast::Sender<RawRecord>>,
 }
@@ -136,9 +137,10 @@ impl std::fmt::Debug for Journal {
     }
 }
 
-/// Bytes above which the encoding buffer is released after an append, so one huge
-/// record does not pin megabytes for the life of an idle session.
-const KEEP_BUF_BYTES: usize = 64 * 1024;
+/// Bytes above which the encoding buffer is released after an append, so one big
+/// record does not pin its size for the life of an idle session (the budget is
+/// ~20 KiB per idle session; typical records are a few hundred bytes).
+const KEEP_BUF_BYTES: usize = 8 * 1024;
 
 impl Journal {
     /// Creates a new journal at `path` (0600, `O_NOFOLLOW`; its directory must exist),
@@ -161,7 +163,7 @@ impl Journal {
         let file = open_journal_file(path, true)?;
         let result = (|| {
             recover::remove_marker(path)?;
-            let journal = Journal::build(path, file, 0, 0, epoch.to_owned(), opts, false);
+            let journal = Journal::build(path, file, 0, 0, epoch.to_owned(), opts);
             let rec = journal.append(first_kind, &data)?;
             journal.sync_through(rec.seq)?;
             fsync_dir(recover::dir_of(path))?;
@@ -206,8 +208,7 @@ impl Journal {
                 clean,
             } => {
                 recover::remove_marker(path)?;
-                let journal =
-                    Journal::build(path, file, size, last_seq, epoch.clone(), opts, clean);
+                let journal = Journal::build(path, file, size, last_seq, epoch.clone(), opts);
                 Ok(OpenOutcome {
                     journal: Some(journal),
                     report: RecoveryReport {
@@ -234,8 +235,7 @@ impl Journal {
                 file.sync_all()
                     .map_err(|e| Error::io("cannot fsync", path, e))?;
                 let epoch = new_epoch();
-                let journal =
-                    Journal::build(path, file, keep, last_good_seq, epoch.clone(), opts, true);
+                let journal = Journal::build(path, file, keep, last_good_seq, epoch.clone(), opts);
                 let dropped_bytes = size - keep;
                 journal.append(
                     REPAIRED_KIND,
@@ -284,9 +284,12 @@ impl Journal {
         last_seq: u64,
         epoch: String,
         opts: WriterOptions,
-        synced: bool,
     ) -> Arc<Journal> {
-        let synced = if synced { last_seq } else { 0 };
+        // What recovery found counts as synced: fdatasync is not range-limited, so the
+        // next fsync (any durable append, the flusher, close) covers those bytes too,
+        // and an fsync per journal at open would cost a restart of 1,000 sessions
+        // seconds for nothing a power loss could still take away.
+        let synced = last_seq;
         Arc::new_cyclic(|me| Journal {
             path: path.to_path_buf(),
             file,
@@ -298,6 +301,7 @@ impl Journal {
                 closed: false,
                 needs_truncate: false,
                 buf: Vec::new(),
+                clock: AtClock::default(),
                 tx: None,
             }),
             written_seq: AtomicU64::new(last_seq),
@@ -335,9 +339,8 @@ impl Journal {
                 st.needs_truncate = false;
             }
             let seq = st.last_seq + 1;
-            let at = crate::time_fmt::now_millis();
-            let State { buf, .. } = &mut *st;
-            encode_into(buf, seq, &at, kind, data)?;
+            let State { buf, clock, .. } = &mut *st;
+            let body_start = encode_line_into(buf, seq, clock.now(), true, kind, data)?;
             let line_len = buf.len() - 1;
             if line_len > MAX_LINE_BYTES {
                 st.buf = Vec::new();
@@ -348,11 +351,18 @@ impl Journal {
                     ),
                 ));
             }
-            // Checked before writing, so the file never holds a line our own reader
-            // would reject; this also builds the shared line.
-            let rec = parse_line(&st.buf[..line_len]).map_err(|e| {
-                Error::internal(format!("journal encoder produced an invalid line: {e}"))
+            // serde_json writes UTF-8, so this only fails on an encoder bug; checked
+            // before writing so the file never holds a line our reader would reject.
+            let line = std::str::from_utf8(&st.buf[..line_len]).map_err(|e| {
+                Error::internal(format!("journal encoder produced invalid utf-8: {e}"))
             })?;
+            #[cfg(debug_assertions)]
+            if let Err(e) = super::record::parse_line(line.as_bytes()) {
+                return Err(Error::internal(format!(
+                    "journal encoder produced an invalid line: {e}"
+                )));
+            }
+            let rec = RawRecord::from_encoded(seq, line, body_start);
             if let Err(e) = self.file.write_all_at(&st.buf, st.offset) {
                 // Cut whatever part of the line landed; if even that fails, the next
                 // append retries it (and writes at `offset` regardless).
@@ -398,10 +408,7 @@ impl Journal {
             }
             if let Some(covers) = st.running {
                 let generation = st.generation;
-                st = self
-                    .sync_done
-                    .wait(st)
-                    .unwrap_or_else(|e| e.into_inner());
+                st = self.sync_done.wait(st).unwrap_or_else(|e| e.into_inner());
                 if covers >= seq && st.synced < seq && st.failed_generation == generation {
                     return Err(Error::new(
                         ErrorKind::Io,
@@ -511,7 +518,16 @@ impl Journal {
             }
             (st.offset, st.last_seq)
         };
+        let before = self.fsync_count();
         self.sync_through(last_seq)?;
+        if self.fsync_count() == before {
+            // Nothing new to cover, but bytes recovered at open (left in the page cache
+            // by a crashed process) must be on disk before a marker vouches for them.
+            self.file
+                .sync_data()
+                .map_err(|e| Error::new(ErrorKind::Io, self.io_message("fsync", &e)))?;
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
         recover::write_marker(
             &self.path,
             &CleanMarker {
@@ -534,7 +550,11 @@ impl Journal {
     }
 
     fn schedule_flush(&self, seq: u64) {
-        if self.flush_pending.swap(true, Ordering::SeqCst) {
+        // The plain load keeps the common case (already registered) free of a
+        // read-modify-write; the swap decides races.
+        if self.flush_pending.load(Ordering::SeqCst)
+            || self.flush_pending.swap(true, Ordering::SeqCst)
+        {
             return;
         }
         let due = Instant::now() + self.opts.fsync_interval;
@@ -590,20 +610,22 @@ fn open_journal_file(path: &Path, create: bool) -> Result<File> {
     }
     o.mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
-    let file = o.open(path).map_err(|e| match (e.raw_os_error(), e.kind()) {
-        (Some(libc::ELOOP), _) => Error::new(
-            ErrorKind::Unsafe,
-            format!(
-                "{} is a symlink; r1 never follows symlinks for its own files; remove it",
-                path.display()
+    let file = o
+        .open(path)
+        .map_err(|e| match (e.raw_os_error(), e.kind()) {
+            (Some(libc::ELOOP), _) => Error::new(
+                ErrorKind::Unsafe,
+                format!(
+                    "{} is a symlink; r1 never follows symlinks for its own files; remove it",
+                    path.display()
+                ),
             ),
-        ),
-        (_, std::io::ErrorKind::AlreadyExists) => Error::new(
-            ErrorKind::Conflict,
-            format!("journal {} already exists", path.display()),
-        ),
-        _ => Error::io("cannot open journal", path, e),
-    })?;
+            (_, std::io::ErrorKind::AlreadyExists) => Error::new(
+                ErrorKind::Conflict,
+                format!("journal {} already exists", path.display()),
+            ),
+            _ => Error::io("cannot open journal", path, e),
+        })?;
     check_private_file(&file, path)?;
     Ok(file)
 }
@@ -638,13 +660,31 @@ fn with_epoch<'a>(
 
 /// Encodes one line (with its `\n`) into `buf`, byte-for-byte what
 /// [`super::record::encode_line`] produces, without its intermediate strings.
+/// Returns where the body starts. (The writer calls [`encode_line_into`] directly.)
+#[cfg(test)]
 pub(crate) fn encode_into(
     buf: &mut Vec<u8>,
     seq: u64,
     at: &str,
     kind: &str,
     data: &serde_json::Value,
-) -> Result<()> {
+) -> Result<usize> {
+    let plain = at
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+    encode_line_into(buf, seq, at, plain, kind, data)
+}
+
+/// [`encode_into`], told whether `at` needs JSON escaping (the writer's clock never
+/// does, and checking it per append is measurable).
+fn encode_line_into(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    at: &str,
+    at_is_plain: bool,
+    kind: &str,
+    data: &serde_json::Value,
+) -> Result<usize> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     buf.clear();
     buf.extend_from_slice(b"{\"v\":");
@@ -656,7 +696,14 @@ pub(crate) fn encode_into(
     buf.extend_from_slice(b"00000000\",");
     let body_start = buf.len();
     buf.extend_from_slice(b"\"at\":");
-    serde_json::to_writer(&mut *buf, at)?;
+    if at_is_plain {
+        // Timestamps need no escaping; skip the escaper on the hot path.
+        buf.push(b'"');
+        buf.extend_from_slice(at.as_bytes());
+        buf.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *buf, at)?;
+    }
     buf.extend_from_slice(b",\"kind\":");
     serde_json::to_writer(&mut *buf, kind)?;
     buf.extend_from_slice(b",\"data\":");
@@ -667,7 +714,64 @@ pub(crate) fn encode_into(
         *slot = HEX[((crc >> (28 - 4 * i)) & 0xf) as usize];
     }
     buf.push(b'\n');
-    Ok(())
+    Ok(body_start)
+}
+
+/// The `at` timestamp, `2026-05-02T18:30:00.123Z` exactly as
+/// [`crate::time_fmt::now_millis`] writes it, with everything up to the second cached:
+/// formatting a date costs more than the rest of an append.
+struct AtClock {
+    secs: u64,
+    text: [u8; 24],
+}
+
+impl Default for AtClock {
+    fn default() -> Self {
+        AtClock {
+            secs: u64::MAX,
+            text: *b"1970-01-01T00:00:00.000Z",
+        }
+    }
+}
+
+impl AtClock {
+    fn now(&mut self) -> &str {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = since.as_secs();
+        if secs != self.secs {
+            let prefix = format_seconds_prefix(secs);
+            if let Some(dst) = self.text.get_mut(..prefix.len()) {
+                dst.copy_from_slice(prefix.as_bytes());
+            }
+            self.secs = secs;
+        }
+        let ms = since.subsec_millis();
+        self.text[20] = b'0' + (ms / 100 % 10) as u8;
+        self.text[21] = b'0' + (ms / 10 % 10) as u8;
+        self.text[22] = b'0' + (ms % 10) as u8;
+        // ASCII only (digits and `-:T.Z`), so this never fails.
+        std::str::from_utf8(&self.text).unwrap_or("1970-01-01T00:00:00.000Z")
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` for a Unix time in seconds (UTC).
+fn format_seconds_prefix(secs: u64) -> String {
+    let t = i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .filter(|t| (0..=9999).contains(&t.year()))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
