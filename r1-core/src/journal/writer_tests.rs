@@ -38,6 +38,13 @@ fn encode_into_matches_encode_line() {
                 let want = encode_line(seq, at, &kind, data).unwrap();
                 assert_eq!(std::str::from_utf8(&buf).unwrap(), want);
                 assert!(buf[body..].starts_with(b"\"at\":"));
+                // Readable back, escapes included.
+                let raw = crate::journal::record::parse_line(&buf[..buf.len() - 1]).unwrap();
+                assert_eq!(raw.kind().as_deref(), Some(kind.as_str()));
+                assert_eq!(
+                    raw.body(),
+                    std::str::from_utf8(&buf[body..buf.len() - 1]).unwrap()
+                );
             }
         }
     }
