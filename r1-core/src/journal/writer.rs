@@ -110,6 +110,8 @@ struct State {
     /// Encoding buffer, reused across appends.
     buf: Vec<u8>,
     clock: AtClock,
+    /// [`MAX_LINE_BYTES`]; a field so unit tests can exercise the limit cheaply.
+    max_line: usize,
     /// Present only while someone subscribed (see the module docs).
     tx: Option<broadcast::Sender<RawRecord>>,
 }
@@ -227,6 +229,9 @@ impl Journal {
                 last_good_seq,
                 dropped_lines,
             } => {
+                // A (non-matching) marker goes first, so no crash in what follows can
+                // leave one beside a file it does not describe.
+                recover::remove_marker(path)?;
                 // DESIGN §5 order: save the tail (fsync file, dir), truncate (fsync),
                 // append journal.repaired under a new epoch (fsync).
                 let corrupt_path = recover::save_tail(path, &file, keep, size)?;
@@ -246,7 +251,6 @@ impl Journal {
                         "epoch": epoch,
                     }),
                 )?;
-                recover::remove_marker(path)?;
                 tracing::warn!(
                     path = %path.display(),
                     dropped_bytes,
@@ -302,6 +306,7 @@ impl Journal {
                 needs_truncate: false,
                 buf: Vec::new(),
                 clock: AtClock::default(),
+                max_line: MAX_LINE_BYTES,
                 tx: None,
             }),
             written_seq: AtomicU64::new(last_seq),
@@ -339,29 +344,22 @@ impl Journal {
                 st.needs_truncate = false;
             }
             let seq = st.last_seq + 1;
+            let max_line = st.max_line;
             let State { buf, clock, .. } = &mut *st;
-            let body_start = encode_line_into(buf, seq, clock.now(), true, kind, data)?;
-            let line_len = buf.len() - 1;
-            if line_len > MAX_LINE_BYTES {
-                st.buf = Vec::new();
-                return Err(Error::new(
-                    ErrorKind::TooLarge,
-                    format!(
-                        "a {kind} record of {line_len} bytes is over the {MAX_LINE_BYTES}-byte journal line limit"
-                    ),
-                ));
-            }
+            let encoded = encode_line_into(buf, seq, clock.now(), true, kind, data, max_line);
+            let body_start = match encoded {
+                Ok(b) => b,
+                Err(e) => {
+                    st.buf = Vec::new();
+                    return Err(e);
+                }
+            };
+            let line_len = st.buf.len() - 1;
             // serde_json writes UTF-8, so this only fails on an encoder bug; checked
             // before writing so the file never holds a line our reader would reject.
             let line = std::str::from_utf8(&st.buf[..line_len]).map_err(|e| {
                 Error::internal(format!("journal encoder produced invalid utf-8: {e}"))
             })?;
-            #[cfg(debug_assertions)]
-            if let Err(e) = super::record::parse_line(line.as_bytes()) {
-                return Err(Error::internal(format!(
-                    "journal encoder produced an invalid line: {e}"
-                )));
-            }
             let rec = RawRecord::from_encoded(seq, line, body_start);
             if let Err(e) = self.file.write_all_at(&st.buf, st.offset) {
                 // Cut whatever part of the line landed; if even that fails, the next
@@ -672,11 +670,13 @@ pub(crate) fn encode_into(
     let plain = at
         .bytes()
         .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
-    encode_line_into(buf, seq, at, plain, kind, data)
+    encode_line_into(buf, seq, at, plain, kind, data, MAX_LINE_BYTES)
 }
 
 /// [`encode_into`], told whether `at` needs JSON escaping (the writer's clock never
-/// does, and checking it per append is measurable).
+/// does, and checking it per append is measurable). A line (without its `\n`) over
+/// `max_line` bytes is `TooLarge`, detected while serialising, so a huge value is
+/// never buffered whole.
 fn encode_line_into(
     buf: &mut Vec<u8>,
     seq: u64,
@@ -684,6 +684,7 @@ fn encode_line_into(
     at_is_plain: bool,
     kind: &str,
     data: &serde_json::Value,
+    max_line: usize,
 ) -> Result<usize> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     buf.clear();
@@ -707,8 +708,23 @@ fn encode_line_into(
     buf.extend_from_slice(b",\"kind\":");
     serde_json::to_writer(&mut *buf, kind)?;
     buf.extend_from_slice(b",\"data\":");
-    serde_json::to_writer(&mut *buf, data)?;
+    let too_large = || {
+        Error::new(
+            ErrorKind::TooLarge,
+            format!("a {kind} record is over the {max_line}-byte journal line limit"),
+        )
+    };
+    let mut capped = Capped {
+        buf: &mut *buf,
+        cap: max_line,
+    };
+    if let Err(e) = serde_json::to_writer(&mut capped, data) {
+        return Err(if e.is_io() { too_large() } else { e.into() });
+    }
     buf.push(b'}');
+    if buf.len() > max_line {
+        return Err(too_large());
+    }
     let crc = crc32c::crc32c(&buf[body_start..]);
     for (i, slot) in buf[crc_at..crc_at + 8].iter_mut().enumerate() {
         *slot = HEX[((crc >> (28 - 4 * i)) & 0xf) as usize];
@@ -772,6 +788,26 @@ fn format_seconds_prefix(secs: u64) -> String {
         t.minute(),
         t.second()
     )
+}
+
+/// A `Vec` writer that refuses to grow past `cap` bytes.
+struct Capped<'a> {
+    buf: &'a mut Vec<u8>,
+    cap: usize,
+}
+
+impl std::io::Write for Capped<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.cap {
+            return Err(std::io::Error::other("over the journal line limit"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {

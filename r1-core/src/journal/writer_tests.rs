@@ -349,14 +349,26 @@ fn one_flusher_thread_serves_many_journals() {
 fn oversized_record_is_refused_and_nothing_written() {
     let t = tempfile::tempdir().unwrap();
     let (path, j) = created(t.path());
+    assert_eq!(j.lock_state().max_line, MAX_LINE_BYTES);
+    // The real limit is 32 MiB; a small one keeps the test fast in debug builds.
+    let limit = 1000;
+    j.lock_state().max_line = limit;
+    let probe = j.append("session.delta", &json!({"text": ""})).unwrap();
+    let fixed = probe.line().len();
+    // Exactly at the limit: accepted. More: refused, nothing written.
+    let at_limit = j
+        .append("session.delta", &json!({"text": "x".repeat(limit - fixed)}))
+        .unwrap();
+    assert_eq!(at_limit.line().len(), limit);
     let size = j.size();
-    let big = "x".repeat(MAX_LINE_BYTES);
-    let e = j
-        .append("session.delta", &json!({ "text": big }))
-        .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::TooLarge);
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
-    assert_eq!(j.append("session.delta", &json!({})).unwrap().seq, 2);
+    for over in [limit - fixed + 1, 10 * limit] {
+        let e = j
+            .append("session.delta", &json!({"text": "x".repeat(over)}))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TooLarge, "{e}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+    }
+    assert_eq!(j.append("session.delta", &json!({})).unwrap().seq, 4);
 }
 
 /// Set in the child process of [`failed_write_truncates_back`].
