@@ -33,7 +33,7 @@ use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -279,6 +279,22 @@ impl Journal {
                 })
             }
         }
+    }
+
+    /// [`Journal::open`] for many journals at once (daemon start), results in the
+    /// order of `paths`. Each journal goes through exactly the steps of `open`, in the
+    /// same order; they run on a few worker threads so that their fsyncs (removing
+    /// clean markers, repairs) overlap and the file system can commit them together:
+    /// one by one, a restart of 1,000 cleanly closed sessions waits for 1,000
+    /// directory fsyncs in a row.
+    pub fn open_many(paths: &[PathBuf], opts: &WriterOptions) -> Vec<Result<OpenOutcome>> {
+        run_parallel(paths, |p| Journal::open(p, opts.clone()))
+    }
+
+    /// [`Journal::close`] for many journals at once (daemon shutdown), results in the
+    /// order given; overlapping fsyncs as [`Journal::open_many`] does.
+    pub fn close_many(journals: &[Arc<Journal>]) -> Vec<Result<()>> {
+        run_parallel(journals, |j| j.close())
     }
 
     fn build(
@@ -596,6 +612,58 @@ impl Drop for Journal {
             let _ = self.file.sync_data();
         }
     }
+}
+
+/// Workers for [`Journal::open_many`] / [`Journal::close_many`]: enough concurrent
+/// fsyncs for the file system to batch them, few enough to stay cheap.
+const BATCH_WORKERS: usize = 32;
+
+/// Runs `f` over `items` on up to [`BATCH_WORKERS`] scoped threads; results in order.
+fn run_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Vec<Result<R>> {
+    let workers = items.len().min(BATCH_WORKERS);
+    if workers <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, Result<R>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            break;
+                        };
+                        out.push((i, f(item)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    // A panic in `f` is a bug; its items get an error below.
+                    Vec::new()
+                })
+            })
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    let mut results: Vec<Result<R>> = Vec::with_capacity(items.len());
+    let mut it = done.into_iter().peekable();
+    for i in 0..items.len() {
+        match it.next_if(|(j, _)| *j == i) {
+            Some((_, r)) => results.push(r),
+            None => results.push(Err(Error::internal("journal batch worker panicked"))),
+        }
+    }
+    results
 }
 
 /// Opens the journal file read/write with `O_NOFOLLOW` (creating it, 0600 and
