@@ -639,7 +639,7 @@ impl Drop for Journal {
 const BATCH_WORKERS: usize = 32;
 
 /// Runs `f` over `items` on up to [`BATCH_WORKERS`] scoped threads; results in order.
-fn run_parallel<T: Sync, R: Send>(
+pub(crate) fn run_parallel<T: Sync, R: Send>(
     items: &[T],
     f: impl Fn(&T) -> Result<R> + Sync,
 ) -> Vec<Result<R>> {
