@@ -1,0 +1,51 @@
+"""r1: a per-user session daemon, from Python.
+
+Find the daemon with :func:`discover`, connect with :func:`dial` (which starts one
+when none is running), drive sessions through :class:`Client`, read journals with
+no daemon at all through :class:`Journal`, and embed a private daemon in a test
+with :class:`Daemon`.
+
+Every error r1 raises is an :class:`R1Error`; see its subclasses for what failed.
+"""
+
+from ._r1 import (
+    AuthError,
+    ClosedError,
+    Daemon,
+    DaemonNotFound,
+    Discovery,
+    InvalidArgument,
+    IoError,
+    Journal,
+    JournalCorrupt,
+    JournalFollow,
+    NotFoundError,
+    ProtocolError,
+    R1Error,
+    RpcError,
+    Timeout,
+    UnsafeDiscovery,
+    __version__,
+    discover,
+)
+
+__all__ = [
+    "AuthError",
+    "ClosedError",
+    "Daemon",
+    "DaemonNotFound",
+    "Discovery",
+    "InvalidArgument",
+    "IoError",
+    "Journal",
+    "JournalCorrupt",
+    "JournalFollow",
+    "NotFoundError",
+    "ProtocolError",
+    "R1Error",
+    "RpcError",
+    "Timeout",
+    "UnsafeDiscovery",
+    "__version__",
+    "discover",
+]
