@@ -4,11 +4,9 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use r1_core::ErrorKind;
 use r1_core::discovery as core_discovery;
-use r1_core::paths::Home;
 
-use crate::errors::{Result, guard};
+use crate::errors::guard;
 
 /// The parsed, validated contents of a daemon's ``daemon.json``.
 ///
@@ -99,26 +97,7 @@ impl Discovery {
 #[pyo3(signature = (home = None))]
 pub fn discover(py: Python<'_>, home: Option<PathBuf>) -> PyResult<Discovery> {
     guard(|| {
-        py.detach(|| discover_core(home))
-            .map(|d| Discovery::from_core(&d))
+        let d = py.detach(|| r1_core::client::discover(home.as_deref()))?;
+        Ok(Discovery::from_core(&d))
     })
-}
-
-/// Reads discovery and applies the pid staleness check.
-// TODO(client): replace with r1_core::client::discover once that branch lands.
-fn discover_core(home: Option<PathBuf>) -> Result<core_discovery::Discovery> {
-    let home = Home::resolve(home.as_deref())?;
-    let d = core_discovery::read(&home).map_err(r1_core::Error::from)?;
-    if core_discovery::is_stale_by_pid(&d) {
-        return Err(r1_core::Error::new(
-            ErrorKind::DaemonNotFound,
-            format!(
-                "the discovery file {} is stale: pid {} is not running (the daemon died without cleaning up); start one with `r1 serve`, which replaces the file",
-                home.discovery_path().display(),
-                d.pid
-            ),
-        )
-        .into());
-    }
-    Ok(d)
 }

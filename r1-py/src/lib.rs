@@ -3,13 +3,14 @@
 //! `python/r1/__init__.py` re-exports the curated surface; `_r1.pyi` types it.
 //! Modules: [`errors`] (the exception tree and the one `ErrorKind` mapping, plus the
 //! panic boundary every entry point runs in), [`convert`] (JSON ↔ Python),
-//! [`discovery`] (`r1.discover`), [`journal`] (`r1.Journal`), [`daemon`]
+//! [`discovery`] (`r1.discover`), [`client`] (`r1.dial`, `r1.Client`), [`journal`] (`r1.Journal`), [`daemon`]
 //! (`r1.Daemon`), [`timeout`] (seconds → `Duration`).
 //!
 //! Every blocking call releases the GIL (`py.detach`), and every iterator that waits
 //! does so in short slices with `py.check_signals()` between them, so other Python
 //! threads run and Ctrl-C works.
 
+pub mod client;
 pub mod convert;
 pub mod daemon;
 pub mod discovery;
@@ -22,6 +23,8 @@ use pyo3::prelude::*;
 /// The extension module (`r1._r1`).
 #[pymodule(name = "_r1")]
 mod r1_module {
+    #[pymodule_export]
+    use crate::client::{Client, Subscription, dial};
     #[pymodule_export]
     use crate::daemon::Daemon;
     #[pymodule_export]

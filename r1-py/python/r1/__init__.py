@@ -10,6 +10,7 @@ Every error r1 raises is an :class:`R1Error`; see its subclasses for what failed
 
 from ._r1 import (
     AuthError,
+    Client,
     ClosedError,
     Daemon,
     DaemonNotFound,
@@ -23,14 +24,17 @@ from ._r1 import (
     ProtocolError,
     R1Error,
     RpcError,
+    Subscription,
     Timeout,
     UnsafeDiscovery,
     __version__,
+    dial,
     discover,
 )
 
 __all__ = [
     "AuthError",
+    "Client",
     "ClosedError",
     "Daemon",
     "DaemonNotFound",
@@ -44,8 +48,10 @@ __all__ = [
     "ProtocolError",
     "R1Error",
     "RpcError",
+    "Subscription",
     "Timeout",
     "UnsafeDiscovery",
     "__version__",
+    "dial",
     "discover",
 ]
