@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyType};
 use r1_core::ErrorKind;
-use r1_core::client::{BlockingClient, BlockingSubscription, DialOptions};
+use r1_core::client::{BlockingClient, BlockingSubscription, DialOptions, WsOptions};
 use r1_core::discovery::PROTOCOL_VERSION;
+use r1_core::token::Token;
 use serde_json::{Map, Value, json};
 
 use crate::convert;
@@ -40,13 +41,17 @@ const MAX_PAGE: u64 = 10_000;
 /// ``timeout`` is the whole dial's budget in seconds, spawning included.
 /// ``sock_path`` connects to that socket directly (no discovery, never spawns).
 ///
-/// Keyword-only: ``call_timeout`` (each call's default, 30 s), ``reconnect_for``
-/// (how long calls and subscriptions keep trying to reach a restarted daemon,
-/// 60 s), ``client_name`` (shown in the daemon's log).
+/// Keyword-only: ``port`` with ``token`` dials the loopback WebSocket instead (for a
+/// scoped token from ``mint_token``; the daemon's ``/v1/hello`` proof is checked
+/// before the token is sent; ``host`` is ``127.0.0.1``, ``localhost`` or ``::1``);
+/// ``call_timeout`` (each call's default, 30 s), ``reconnect_for`` (how long calls
+/// and subscriptions keep trying to reach a restarted daemon, 60 s),
+/// ``client_name`` (shown in the daemon's log).
 ///
 /// Raises ``DaemonNotFound`` (no daemon and ``spawn=False``, or the spawn failed:
-/// the message names the log), ``UnsafeDiscovery``, ``ProtocolError`` (a daemon of
-/// another protocol version), ``Timeout``.
+/// the message names the log), ``UnsafeDiscovery``, ``AuthError`` (a WebSocket
+/// token refused, or a peer that cannot prove it is the daemon), ``ProtocolError``
+/// (not an r1 daemon, or another protocol version), ``Timeout``.
 #[pyfunction]
 #[pyo3(signature = (
     home = None,
@@ -54,6 +59,9 @@ const MAX_PAGE: u64 = 10_000;
     timeout = 2.0,
     sock_path = None,
     *,
+    port = None,
+    token = None,
+    host = "127.0.0.1",
     call_timeout = 30.0,
     reconnect_for = 60.0,
     client_name = None,
@@ -65,24 +73,54 @@ pub fn dial(
     spawn: bool,
     timeout: f64,
     sock_path: Option<PathBuf>,
+    port: Option<i128>,
+    token: Option<String>,
+    host: &str,
     call_timeout: f64,
     reconnect_for: f64,
     client_name: Option<String>,
 ) -> PyResult<Client> {
     guard(|| {
-        let mut opts = DialOptions::new()
-            .spawn(spawn)
-            .timeout(timeout::seconds(timeout, "timeout")?)
-            .call_timeout(timeout::seconds(call_timeout, "call_timeout")?)
-            .reconnect_for(timeout::seconds(reconnect_for, "reconnect_for")?)
-            .client_name(client_name.unwrap_or_else(|| "python".to_owned()));
-        if let Some(h) = home {
-            opts = opts.home(h);
-        }
-        if let Some(s) = sock_path {
-            opts = opts.sock_path(s);
-        }
-        let client = py.detach(|| BlockingClient::dial(opts))?;
+        let dial_for = timeout::seconds(timeout, "timeout")?;
+        let call_for = timeout::seconds(call_timeout, "call_timeout")?;
+        let retry_for = timeout::seconds(reconnect_for, "reconnect_for")?;
+        let name = client_name.unwrap_or_else(|| "python".to_owned());
+        let client = match (port, token) {
+            (Some(port), Some(token)) => {
+                if sock_path.is_some() {
+                    return Err(errors::invalid_argument(
+                        "pass either sock_path (unix socket) or port and token (WebSocket), not both",
+                    ));
+                }
+                let opts =
+                    WsOptions::new(host, convert::port(port, "port")?, Token::parse(&token)?)
+                        .timeout(dial_for)
+                        .call_timeout(call_for)
+                        .reconnect_for(retry_for)
+                        .client_name(name);
+                py.detach(|| BlockingClient::dial_ws(opts))?
+            }
+            (None, None) => {
+                let mut opts = DialOptions::new()
+                    .spawn(spawn)
+                    .timeout(dial_for)
+                    .call_timeout(call_for)
+                    .reconnect_for(retry_for)
+                    .client_name(name);
+                if let Some(h) = home {
+                    opts = opts.home(h);
+                }
+                if let Some(s) = sock_path {
+                    opts = opts.sock_path(s);
+                }
+                py.detach(|| BlockingClient::dial(opts))?
+            }
+            _ => {
+                return Err(errors::invalid_argument(
+                    "port and token go together: the WebSocket transport needs both",
+                ));
+            }
+        };
         Ok(Client {
             inner: Mutex::new(Some(client)),
             subs: Mutex::new(Vec::new()),
@@ -358,12 +396,15 @@ impl Client {
         &self,
         py: Python<'_>,
         session_id: &str,
-        since_seq: u64,
-        limit: Option<u64>,
+        since_seq: i128,
+        limit: Option<i128>,
     ) -> PyResult<Py<PyAny>> {
         guard(|| {
+            let limit = limit
+                .map(|l| convert::uint(l, "limit", u64::MAX))
+                .transpose()?;
             let out = PyList::empty(py);
-            let mut since = since_seq;
+            let mut since = convert::uint(since_seq, "since_seq", u64::MAX)?;
             let mut epoch: Option<String> = None;
             loop {
                 let want = match limit {
@@ -408,15 +449,23 @@ impl Client {
     /// It **ends after the ``session.ended`` record**. With ``timeout`` (seconds)
     /// it also ends when that long passes with no item. The GIL is released while
     /// waiting; Ctrl-C raises ``KeyboardInterrupt`` within ~0.1 s.
-    #[pyo3(signature = (session_id, since_seq = Some(0), timeout = None))]
+    #[pyo3(
+        signature = (session_id, since_seq = Some(0), timeout = None),
+        text_signature = "(self, /, session_id, since_seq=0, timeout=None)"
+    )]
     fn follow(
         &self,
         py: Python<'_>,
         session_id: &str,
-        since_seq: Option<u64>,
+        since_seq: Option<i128>,
         timeout: Option<f64>,
     ) -> PyResult<Subscription> {
-        guard(|| self.subscribe(py, Some(session_id), since_seq, timeout))
+        guard(|| {
+            let since = since_seq
+                .map(|s| convert::uint(s, "since_seq", u64::MAX))
+                .transpose()?;
+            self.subscribe(py, Some(session_id), since, timeout)
+        })
     }
 
     /// ``daemon.subscribe``: an iterator over the daemon's bus (``daemon.started``,
@@ -428,17 +477,25 @@ impl Client {
     fn events(
         &self,
         py: Python<'_>,
-        since_seq: Option<u64>,
+        since_seq: Option<i128>,
         timeout: Option<f64>,
     ) -> PyResult<Subscription> {
-        guard(|| self.subscribe(py, None, since_seq, timeout))
+        guard(|| {
+            let since = since_seq
+                .map(|s| convert::uint(s, "since_seq", u64::MAX))
+                .transpose()?;
+            self.subscribe(py, None, since, timeout)
+        })
     }
 
     /// ``session.unsubscribe``: stops subscription ``sub`` of this connection.
     /// (Iterators from :meth:`follow` / :meth:`events` do this themselves on
     /// ``close()``.)
-    fn unsubscribe(&self, py: Python<'_>, sub: u64) -> PyResult<Py<PyAny>> {
-        guard(|| self.call_py(py, "session.unsubscribe", json!({ "sub": sub })))
+    fn unsubscribe(&self, py: Python<'_>, sub: i128) -> PyResult<Py<PyAny>> {
+        guard(|| {
+            let sub = convert::uint(sub, "sub", u64::MAX)?;
+            self.call_py(py, "session.unsubscribe", json!({ "sub": sub }))
+        })
     }
 
     /// ``daemon.shutdown``: asks the daemon to stop gracefully (sessions are
@@ -459,8 +516,9 @@ impl Client {
     /// HTTP/WebSocket clients; ``scope`` is ``"read"`` or ``"session:<id>"``.
     /// Returns ``{"token", "expires_at"}``.
     #[pyo3(signature = (scope, ttl_s = 3600))]
-    fn mint_token(&self, py: Python<'_>, scope: &str, ttl_s: u64) -> PyResult<Py<PyAny>> {
+    fn mint_token(&self, py: Python<'_>, scope: &str, ttl_s: i128) -> PyResult<Py<PyAny>> {
         guard(|| {
+            let ttl_s = convert::uint(ttl_s, "ttl_s", u64::MAX)?;
             self.call_py(
                 py,
                 "daemon.mint_token",

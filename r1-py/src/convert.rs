@@ -131,3 +131,23 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .map(|n| n.to_string())
         .unwrap_or_else(|_| "?".to_owned())
 }
+
+/// An integer argument checked against `0..=max`, so a negative seq or an
+/// out-of-range port is an `r1.InvalidArgument` naming the argument (pyo3's own
+/// unsigned extraction would raise a bare `OverflowError`). Arguments arrive as
+/// `i128` so every `u64` fits; wrong types are still pyo3's `TypeError`.
+pub fn uint(value: i128, what: &str, max: u64) -> Result<u64> {
+    u64::try_from(value)
+        .ok()
+        .filter(|v| *v <= max)
+        .ok_or_else(|| {
+            errors::invalid_argument(format!("{what} must be between 0 and {max}, got {value}"))
+        })
+}
+
+/// A TCP port argument (`0` = ephemeral), as [`uint`] does for counts.
+pub fn port(value: i128, what: &str) -> Result<u16> {
+    u16::try_from(value).map_err(|_| {
+        errors::invalid_argument(format!("{what} must be between 0 and 65535, got {value}"))
+    })
+}

@@ -14,6 +14,7 @@ use r1_core::token::Token;
 use r1_core::{Daemon as CoreDaemon, DaemonConfig, DaemonHandle};
 use tokio::runtime::Runtime;
 
+use crate::convert;
 use crate::discovery::Discovery;
 use crate::errors::{self, Result, guard, lock};
 use crate::timeout;
@@ -94,7 +95,7 @@ impl Daemon {
         sock_path: Option<PathBuf>,
         unix: bool,
         tcp: bool,
-        port: u16,
+        port: i128,
         single_session: bool,
         allow_origins: Option<Vec<String>>,
         fsync_interval_ms: f64,
@@ -109,7 +110,7 @@ impl Daemon {
                 token: token.as_deref().map(Token::parse).transpose()?,
                 unix,
                 tcp,
-                port,
+                port: convert::port(port, "port")?,
                 single_session,
                 allow_origins: allow_origins.unwrap_or_default(),
                 fsync_interval: timeout::seconds(fsync_interval_ms / 1000.0, "fsync_interval_ms")?,

@@ -349,3 +349,41 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// Test hook: the exception r1 raises for an error of `kind` (an `ErrorKind` name
+/// such as `"not_found"`) with `message`; `kind == "rpc"` builds a daemon error of
+/// `code`. Lets the test suite check the whole kind → class table, including kinds
+/// no Python call can provoke on demand.
+#[pyfunction]
+#[pyo3(signature = (kind, message, code = None))]
+pub fn _error_for_kind(
+    py: Python<'_>,
+    kind: &str,
+    message: &str,
+    code: Option<i64>,
+) -> PyResult<Py<PyAny>> {
+    guard(|| {
+        let k: ErrorKind = serde_json::from_value(serde_json::Value::from(kind))
+            .map_err(|_| invalid_argument(format!("unknown error kind {kind:?}")))?;
+        let err = if k == ErrorKind::Rpc {
+            let code = code.unwrap_or(r1_core::rpc::codes::INTERNAL_ERROR);
+            r1_core::Error::from_rpc(r1_core::RpcErrorObject {
+                code,
+                message: message.to_owned(),
+                data: Some(serde_json::json!({
+                    "kind": r1_core::rpc::codes::kind_for(code).as_str()
+                })),
+            })
+        } else {
+            r1_core::Error::new(k, message)
+        };
+        Ok(core_to_pyerr(py, &err).into_value(py).into_any())
+    })
+}
+
+/// Test hook: panics inside the panic boundary, to show that a Rust panic reaches
+/// Python as `r1.R1Error` (kind `internal`), never as `PanicException`.
+#[pyfunction]
+pub fn _panic(message: &str) -> PyResult<()> {
+    guard(|| -> Result<()> { std::panic::panic_any(message.to_owned()) })
+}

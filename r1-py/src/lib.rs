@@ -30,6 +30,8 @@ mod r1_module {
     #[pymodule_export]
     use crate::discovery::{Discovery, discover};
     #[pymodule_export]
+    use crate::errors::{_error_for_kind, _panic};
+    #[pymodule_export]
     use crate::journal::{Journal, JournalFollow};
 
     use pyo3::prelude::*;
