@@ -82,9 +82,10 @@ impl Journal {
     /// Repositions so the next record has ``seq > since_seq`` (``0``: the start),
     /// by bisecting the file (no full scan). Returns the journal itself, so
     /// ``for rec in r1.Journal(p).since(41)`` yields seq 42 on.
-    fn since<'py>(slf: Bound<'py, Self>, seq: u64) -> PyResult<Bound<'py, Self>> {
+    fn since<'py>(slf: Bound<'py, Self>, seq: i128) -> PyResult<Bound<'py, Self>> {
         let py = slf.py();
         guard(|| {
+            let seq = convert::uint(seq, "seq", u64::MAX)?;
             slf.get().with_reader(py, |r| r.seek(seq))?;
             Ok(slf.clone())
         })
