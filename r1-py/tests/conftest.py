@@ -6,13 +6,16 @@ a call that falls back to the default home never touches the real ``~/.r1``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -110,3 +113,56 @@ def loopback_http_served(port: int | None) -> bool:
             return bool(r.status == 200)
     except Exception:
         return False
+
+
+Handler = Callable[[dict[str, Any]], Optional[bytes]]
+
+
+@pytest.fixture
+def fake_daemon(tmp_path: Path) -> Iterator[tuple[str, list[Handler]]]:
+    """A unix socket served by a scripted peer: each request line is handed to
+    ``handlers[0]``, whose bytes (if any) are sent back; ``None`` = stay silent."""
+    path = str(tmp_path / "fake.sock")
+    handlers: list[Handler] = []
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(8)
+    srv.settimeout(0.1)
+    stop = threading.Event()
+    conns: list[socket.socket] = []
+
+    def talk(conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as lines:
+            for line in lines:
+                reply = handlers[0](json.loads(line)) if handlers else None
+                if reply is not None:
+                    conn.sendall(reply)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            conns.append(conn)
+            threading.Thread(target=talk, args=(conn,), daemon=True).start()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield path, handlers
+    stop.set()
+    t.join()
+    for c in conns:
+        try:
+            c.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    srv.close()
+
+
+def hello_then_silence(req: dict[str, Any]) -> Optional[bytes]:
+    if req.get("method") != "daemon.hello":
+        return None
+    result = {"protocol_version": 1, "version": r1.__version__,
+              "instance_id": "ab" * 16, "pid": os.getpid()}
+    return json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": result}).encode() + b"\n"

@@ -102,7 +102,7 @@ def test_bad_options(home: str) -> None:
     with pytest.raises(r1.InvalidArgument, match="idle_exit_s"):
         r1.Daemon.start(home=home, idle_exit_s=float("nan"))
     with pytest.raises(TypeError):
-        r1.Daemon.start(home=home, allow_origins="not-a-list")  # type: ignore[arg-type]
+        r1.Daemon.start(home=home, allow_origins="not-a-list")
 
 
 def test_idle_exit(home: str) -> None:

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -160,7 +161,7 @@ def test_follow_sees_records_as_they_land(
     sid, path = journal_path
     j = r1.Journal(path)
     existing = len(list(j))
-    got: list[dict[str, object]] = []
+    got: list[dict[str, Any]] = []
 
     def follower() -> None:
         for rec in j.follow(timeout=5.0):
