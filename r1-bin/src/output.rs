@@ -37,7 +37,9 @@ pub fn table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> std
 
 /// `3 minutes ago`, `just now`, `2 days ago` for an RFC 3339 time.
 pub fn ago(rfc3339: &str) -> String {
-    let Some(t) = r1_core::time_fmt::parse(rfc3339) else { return "unknown".to_owned() };
+    let Some(t) = r1_core::time_fmt::parse(rfc3339) else {
+        return "unknown".to_owned();
+    };
     let secs = (time::OffsetDateTime::now_utc() - t).whole_seconds();
     if secs < 0 {
         return "in the future".to_owned();
@@ -73,13 +75,19 @@ pub fn tilde(path: &std::path::Path) -> String {
 }
 
 fn dirs_home() -> Option<std::path::PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(std::path::PathBuf::from)
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(std::path::PathBuf::from)
 }
 
 /// How a record reads in a terminal: output text as is (stderr to stderr), a
 /// command as `$ cmd`, its end as `[exit 0 · 12 ms]`. Returns true for
 /// `session.ended`.
-pub fn render_event(out: &mut impl Write, err: &mut impl Write, ev: &Event) -> std::io::Result<bool> {
+pub fn render_event(
+    out: &mut impl Write,
+    err: &mut impl Write,
+    ev: &Event,
+) -> std::io::Result<bool> {
     let d = &ev.data;
     match ev.kind.as_str() {
         "session.delta" => {
@@ -92,7 +100,10 @@ pub fn render_event(out: &mut impl Write, err: &mut impl Write, ev: &Event) -> s
             }
         }
         "tool.start" => {
-            let cmd = d.pointer("/args/cmd").and_then(Value::as_str).unwrap_or_default();
+            let cmd = d
+                .pointer("/args/cmd")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             writeln!(out, "$ {cmd}")?;
         }
         "tool.end" => {
@@ -108,11 +119,19 @@ pub fn render_event(out: &mut impl Write, err: &mut impl Write, ev: &Event) -> s
             };
             writeln!(out, "[{status} · {ms} ms]")?;
         }
-        "session.paused" => writeln!(out, "[paused by {}]", d.get("by").and_then(Value::as_str).unwrap_or("user"))?,
+        "session.paused" => writeln!(
+            out,
+            "[paused by {}]",
+            d.get("by").and_then(Value::as_str).unwrap_or("user")
+        )?,
         "session.resumed" => writeln!(out, "[resumed]")?,
         "session.reattached" => writeln!(out, "[reattached after a daemon restart]")?,
         "session.ended" => {
-            writeln!(out, "[session ended: {}]", d.get("reason").and_then(Value::as_str).unwrap_or("unknown"))?;
+            writeln!(
+                out,
+                "[session ended: {}]",
+                d.get("reason").and_then(Value::as_str).unwrap_or("unknown")
+            )?;
             out.flush()?;
             return Ok(true);
         }
@@ -130,13 +149,28 @@ mod tests {
     #[test]
     fn table_aligns_columns() {
         let mut out = Vec::new();
-        table(&mut out, &["ID", "STATE"], &[vec!["a".into(), "running".into()], vec!["longer".into(), "ended".into()]]).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "ID      STATE\na       running\nlonger  ended\n");
+        table(
+            &mut out,
+            &["ID", "STATE"],
+            &[
+                vec!["a".into(), "running".into()],
+                vec!["longer".into(), "ended".into()],
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "ID      STATE\na       running\nlonger  ended\n"
+        );
     }
 
     #[test]
     fn ago_words() {
-        let t = |secs: i64| r1_core::time_fmt::format_seconds(time::OffsetDateTime::now_utc() - time::Duration::seconds(secs));
+        let t = |secs: i64| {
+            r1_core::time_fmt::format_seconds(
+                time::OffsetDateTime::now_utc() - time::Duration::seconds(secs),
+            )
+        };
         assert_eq!(ago(&t(0)), "just now");
         assert_eq!(ago(&t(180)), "3 minutes ago");
         assert_eq!(ago(&t(60)), "1 minute ago");

@@ -30,7 +30,10 @@ enum FromStdin {
 /// Runs `r1 chat`.
 pub fn run(home: Option<PathBuf>, args: ChatArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(home.as_deref())?;
-    let opts = DialOptions::new().home(home.root()).spawn(!args.no_spawn).client_name("r1 chat");
+    let opts = DialOptions::new()
+        .home(home.root())
+        .spawn(!args.no_spawn)
+        .client_name("r1 chat");
     let client = BlockingClient::dial(opts)?;
     let interactive = std::io::stdin().is_terminal();
 
@@ -38,7 +41,9 @@ pub fn run(home: Option<PathBuf>, args: ChatArgs) -> anyhow::Result<ExitCode> {
         Some(id) => {
             let s = client.get(&id)?;
             match s.state {
-                SessionState::Ended | SessionState::Damaged => bail!("session {id} is {}; it takes no more input", s.state),
+                SessionState::Ended | SessionState::Damaged => {
+                    bail!("session {id} is {}; it takes no more input", s.state)
+                }
                 SessionState::PausedReattachable | SessionState::Paused => {
                     client.resume(&id)?;
                     eprintln!("r1: resumed {id}");
@@ -50,16 +55,21 @@ pub fn run(home: Option<PathBuf>, args: ChatArgs) -> anyhow::Result<ExitCode> {
         None => {
             let workdir = match args.workdir {
                 Some(w) => w,
-                #[allow(clippy::disallowed_methods)] // the CLI's default workdir is where the user is
-                None => std::env::current_dir().context("cannot read the current directory; pass --workdir")?,
+                #[allow(clippy::disallowed_methods)]
+                // the CLI's default workdir is where the user is
+                None => std::env::current_dir()
+                    .context("cannot read the current directory; pass --workdir")?,
             };
-            let workdir = std::path::absolute(&workdir).with_context(|| format!("cannot resolve {}", workdir.display()))?;
+            let workdir = std::path::absolute(&workdir)
+                .with_context(|| format!("cannot resolve {}", workdir.display()))?;
             let r = client.start(StartOptions::new(workdir))?;
             (r.session_id, r.driver)
         }
     };
     if interactive {
-        eprintln!("r1: attached to {id}; type commands, Ctrl-D detaches (the session keeps running)");
+        eprintln!(
+            "r1: attached to {id}; type commands, Ctrl-D detaches (the session keeps running)"
+        );
     }
 
     // Live only: an attach shows what happens from now on.
@@ -105,7 +115,10 @@ pub fn run(home: Option<PathBuf>, args: ChatArgs) -> anyhow::Result<ExitCode> {
                 FromStdin::Eof => eof = true,
             }
         }
-        if eof && open_lanes.is_empty() && (uses_lanes || last_activity.elapsed() >= QUIET_AFTER_EOF) {
+        if eof
+            && open_lanes.is_empty()
+            && (uses_lanes || last_activity.elapsed() >= QUIET_AFTER_EOF)
+        {
             break;
         }
         match sub.next_timeout(Duration::from_millis(50)) {

@@ -18,7 +18,12 @@ use crate::output;
 /// Runs `r1 ctl`.
 pub fn run(home: Option<PathBuf>, args: CtlArgs) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(home.as_deref())?;
-    let ctx = Ctx { home, json: args.json, no_spawn: args.no_spawn, timeout: args.timeout };
+    let ctx = Ctx {
+        home,
+        json: args.json,
+        no_spawn: args.no_spawn,
+        timeout: args.timeout,
+    };
     match args.verb {
         CtlVerb::Discover => discover(&ctx),
         CtlVerb::Info => info(&ctx),
@@ -67,13 +72,29 @@ fn discover(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "pid: {}", d.pid)?;
-    writeln!(out, "sock: {}", d.sock_path.as_deref().map_or_else(|| "(none: --no-unix)".to_owned(), |p| p.display().to_string()))?;
+    writeln!(
+        out,
+        "sock: {}",
+        d.sock_path.as_deref().map_or_else(
+            || "(none: --no-unix)".to_owned(),
+            |p| p.display().to_string()
+        )
+    )?;
     match (&d.host, d.port) {
         (Some(h), Some(p)) => writeln!(out, "loopback: {h}:{p}")?,
         _ => writeln!(out, "loopback: (none: --no-tcp)")?,
     }
-    writeln!(out, "token: <redacted; see {}>", output::tilde(&ctx.home.discovery_path()))?;
-    writeln!(out, "started: {} ({})", d.started_at, output::ago(&d.started_at))?;
+    writeln!(
+        out,
+        "token: <redacted; see {}>",
+        output::tilde(&ctx.home.discovery_path())
+    )?;
+    writeln!(
+        out,
+        "started: {} ({})",
+        d.started_at,
+        output::ago(&d.started_at)
+    )?;
     writeln!(out, "version: {}", d.version)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -89,11 +110,27 @@ fn info(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     writeln!(out, "version: {}", i.version)?;
     writeln!(out, "pid: {}", i.pid)?;
     writeln!(out, "instance: {}", i.instance_id)?;
-    writeln!(out, "started: {} ({})", i.started_at, output::ago(&i.started_at))?;
+    writeln!(
+        out,
+        "started: {} ({})",
+        i.started_at,
+        output::ago(&i.started_at)
+    )?;
     writeln!(out, "uptime: {}", output::duration(i.uptime_s))?;
     writeln!(out, "sessions: {}", i.sessions)?;
-    writeln!(out, "sock: {}", i.sock_path.as_deref().map_or_else(|| "(none)".to_owned(), |p| p.display().to_string()))?;
-    writeln!(out, "loopback: {}", i.port.map_or_else(|| "(none)".to_owned(), |p| format!("127.0.0.1:{p}")))?;
+    writeln!(
+        out,
+        "sock: {}",
+        i.sock_path
+            .as_deref()
+            .map_or_else(|| "(none)".to_owned(), |p| p.display().to_string())
+    )?;
+    writeln!(
+        out,
+        "loopback: {}",
+        i.port
+            .map_or_else(|| "(none)".to_owned(), |p| format!("127.0.0.1:{p}"))
+    )?;
     writeln!(out, "home: {}", i.home.display())?;
     writeln!(out, "log: {}", i.log_path.display())?;
     Ok(ExitCode::SUCCESS)
@@ -102,7 +139,10 @@ fn info(ctx: &Ctx) -> anyhow::Result<ExitCode> {
 fn shutdown(ctx: &Ctx, grace: Option<f64>) -> anyhow::Result<ExitCode> {
     let c = match ctx.dial(false) {
         Ok(c) => c,
-        Err(e) if e.downcast_ref::<r1_core::Error>().is_some_and(|e| e.kind() == r1_core::ErrorKind::DaemonNotFound) => {
+        Err(e)
+            if e.downcast_ref::<r1_core::Error>()
+                .is_some_and(|e| e.kind() == r1_core::ErrorKind::DaemonNotFound) =>
+        {
             if ctx.json {
                 ctx.print_json(&json!({"stopped": false, "running": false}))?;
             } else {
@@ -114,7 +154,9 @@ fn shutdown(ctx: &Ctx, grace: Option<f64>) -> anyhow::Result<ExitCode> {
     };
     let pid = c.handshake().pid;
     let grace = match grace {
-        Some(g) if !(0.0..=600.0).contains(&g) => bail!("--grace must be between 0 and 600 seconds"),
+        Some(g) if !(0.0..=600.0).contains(&g) => {
+            bail!("--grace must be between 0 and 600 seconds")
+        }
         Some(g) => Some(Duration::from_secs_f64(g)),
         None => None,
     };
@@ -125,7 +167,11 @@ fn shutdown(ctx: &Ctx, grace: Option<f64>) -> anyhow::Result<ExitCode> {
     let deadline = Instant::now() + wait;
     while r1_core::discovery::pid_alive(pid) {
         if Instant::now() > deadline {
-            bail!("the daemon (pid {pid}) did not exit within {}s; see {}", wait.as_secs(), ctx.home.log_path().display());
+            bail!(
+                "the daemon (pid {pid}) did not exit within {}s; see {}",
+                wait.as_secs(),
+                ctx.home.log_path().display()
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -143,7 +189,10 @@ fn rotate_token(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if ctx.json {
         ctx.print_json(&json!({"rotated_at": at}))?;
     } else {
-        println!("token rotated at {at}; HTTP/WebSocket clients must read the new one from {}", output::tilde(&ctx.home.discovery_path()));
+        println!(
+            "token rotated at {at}; HTTP/WebSocket clients must read the new one from {}",
+            output::tilde(&ctx.home.discovery_path())
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -151,8 +200,13 @@ fn rotate_token(ctx: &Ctx) -> anyhow::Result<ExitCode> {
 fn open(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     // Dialing makes sure a daemon runs (and is the one daemon.json names).
     let c = ctx.dial(true)?;
-    let d = c.discovery().ok_or_else(|| anyhow!("the daemon's discovery file is unreadable"))?;
-    let port = d.port.ok_or_else(|| anyhow!("the daemon runs with --no-tcp: there is no web console"))?;
+    let d = c
+        .as_async()
+        .discovery()
+        .ok_or_else(|| anyhow!("the daemon's discovery file is unreadable"))?;
+    let port = d
+        .port
+        .ok_or_else(|| anyhow!("the daemon runs with --no-tcp: there is no web console"))?;
     let url = format!("http://127.0.0.1:{port}/#token={}", d.token.expose());
     if ctx.json {
         ctx.print_json(&json!({"url": url}))?;
@@ -161,7 +215,8 @@ fn open(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     let opener = if cfg!(target_os = "macos") {
         Some("open")
-    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some() {
+    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some()
+    {
         Some("xdg-open")
     } else {
         None
@@ -207,7 +262,11 @@ fn sessions(ctx: &Ctx, verb: SessionsVerb) -> anyhow::Result<ExitCode> {
                 println!("no sessions");
             } else {
                 let rows: Vec<Vec<String>> = list.iter().map(session_row).collect();
-                output::table(&mut std::io::stdout().lock(), &["ID", "STATE", "DRIVER", "SEQ", "STARTED", "NAME", "WORKDIR"], &rows)?;
+                output::table(
+                    &mut std::io::stdout().lock(),
+                    &["ID", "STATE", "DRIVER", "SEQ", "STARTED", "NAME", "WORKDIR"],
+                    &rows,
+                )?;
             }
         }
         SessionsVerb::Get { id } => {
@@ -227,8 +286,19 @@ fn sessions(ctx: &Ctx, verb: SessionsVerb) -> anyhow::Result<ExitCode> {
                     writeln!(out, "command: {}", cmd.join(" "))?;
                 }
                 writeln!(out, "workdir: {}", s.workdir.display())?;
-                writeln!(out, "started: {} ({})", s.started_at, output::ago(&s.started_at))?;
-                writeln!(out, "records: {} (last seq {}, epoch {})", s.record_count.unwrap_or(s.last_seq), s.last_seq, s.epoch)?;
+                writeln!(
+                    out,
+                    "started: {} ({})",
+                    s.started_at,
+                    output::ago(&s.started_at)
+                )?;
+                writeln!(
+                    out,
+                    "records: {} (last seq {}, epoch {})",
+                    s.record_count.unwrap_or(s.last_seq),
+                    s.last_seq,
+                    s.epoch
+                )?;
                 if let Some(r) = v.get("reload").filter(|r| !r.is_null()) {
                     if let Some(rep) = r.get("repaired").filter(|x| !x.is_null()) {
                         writeln!(
@@ -238,24 +308,40 @@ fn sessions(ctx: &Ctx, verb: SessionsVerb) -> anyhow::Result<ExitCode> {
                         )?;
                     }
                     if let Some(dmg) = r.get("damage").filter(|x| !x.is_null()) {
-                        writeln!(out, "damage: line {}: {}", dmg["line"], dmg["reason"].as_str().unwrap_or_default())?;
+                        writeln!(
+                            out,
+                            "damage: line {}: {}",
+                            dmg["line"],
+                            dmg["reason"].as_str().unwrap_or_default()
+                        )?;
                     }
                 }
             }
         }
-        SessionsVerb::Start { workdir, driver, name, env, command } => {
+        SessionsVerb::Start {
+            workdir,
+            driver,
+            name,
+            env,
+            command,
+        } => {
             let workdir = match workdir {
                 Some(w) => w,
-                #[allow(clippy::disallowed_methods)] // the CLI's default workdir is where the user is
-                None => std::env::current_dir().context("cannot read the current directory; pass --workdir")?,
+                #[allow(clippy::disallowed_methods)]
+                // the CLI's default workdir is where the user is
+                None => std::env::current_dir()
+                    .context("cannot read the current directory; pass --workdir")?,
             };
-            let workdir = std::path::absolute(&workdir).with_context(|| format!("cannot resolve {}", workdir.display()))?;
+            let workdir = std::path::absolute(&workdir)
+                .with_context(|| format!("cannot resolve {}", workdir.display()))?;
             let mut opts = StartOptions::new(workdir);
             if let Some(n) = name {
                 opts = opts.name(n);
             }
             for kv in env {
-                let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("--env takes KEY=VALUE, got {kv:?}"))?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--env takes KEY=VALUE, got {kv:?}"))?;
                 opts = opts.env(k, v);
             }
             let driver = driver.or_else(|| (!command.is_empty()).then(|| "exec".to_owned()));
@@ -302,7 +388,11 @@ fn sessions(ctx: &Ctx, verb: SessionsVerb) -> anyhow::Result<ExitCode> {
 }
 
 fn done(ctx: &Ctx, v: Value, text: &str) -> anyhow::Result<()> {
-    if ctx.json { ctx.print_json(&v) } else { Ok(println!("{text}")) }
+    if ctx.json {
+        ctx.print_json(&v)
+    } else {
+        Ok(println!("{text}"))
+    }
 }
 
 /// Prints a session's records as they come; returns when the session has ended.
@@ -311,7 +401,9 @@ fn follow(ctx: &Ctx, c: &BlockingClient, id: &str, since: u64) -> anyhow::Result
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     loop {
-        let Some(item) = sub.next_timeout(Duration::from_secs(3600))? else { continue };
+        let Some(item) = sub.next_timeout(Duration::from_secs(3600))? else {
+            continue;
+        };
         match item {
             SubEvent::Record(ev) => {
                 if ctx.json {
@@ -332,7 +424,11 @@ fn follow(ctx: &Ctx, c: &BlockingClient, id: &str, since: u64) -> anyhow::Result
             }
             SubEvent::Reset(r) => {
                 if !ctx.json {
-                    writeln!(err, "r1: the journal was repaired; continuing after seq {} in epoch {}", r.last_good_seq, r.epoch)?;
+                    writeln!(
+                        err,
+                        "r1: the journal was repaired; continuing after seq {} in epoch {}",
+                        r.last_good_seq, r.epoch
+                    )?;
                 }
             }
         }
@@ -350,19 +446,40 @@ fn journal(ctx: &Ctx, args: JournalArgs) -> anyhow::Result<ExitCode> {
             ctx.print_json(&report)?;
         } else if let Some(d) = &report.damage {
             println!("damaged: line {} (byte {}): {}", d.line, d.offset, d.reason);
-            println!("{} good records before it, last seq {}", report.records, report.last_seq);
+            println!(
+                "{} good records before it, last seq {}",
+                report.records, report.last_seq
+            );
         } else {
-            let pending = if report.pending_bytes > 0 { format!(", {} bytes of an unfinished last line", report.pending_bytes) } else { String::new() };
-            println!("ok: {} records, last seq {}{pending}", report.records, report.last_seq);
+            let pending = if report.pending_bytes > 0 {
+                format!(
+                    ", {} bytes of an unfinished last line",
+                    report.pending_bytes
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "ok: {} records, last seq {}{pending}",
+                report.records, report.last_seq
+            );
         }
-        return Ok(if report.damage.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS });
+        return Ok(if report.damage.is_some() {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     if let Some(since) = args.since {
         reader.seek(since)?;
     }
     let mut out = std::io::stdout().lock();
     loop {
-        let next = if args.follow { reader.next_wait(Duration::from_secs(3600))? } else { reader.next_record()? };
+        let next = if args.follow {
+            reader.next_wait(Duration::from_secs(3600))?
+        } else {
+            reader.next_record()?
+        };
         match next {
             Some(rec) => {
                 if args.since.is_some_and(|s| rec.seq <= s) {

@@ -33,13 +33,28 @@ struct Finding {
 }
 
 fn ok(check: &'static str, detail: impl Into<String>) -> Finding {
-    Finding { check, level: Level::Ok, detail: detail.into(), fix: None }
+    Finding {
+        check,
+        level: Level::Ok,
+        detail: detail.into(),
+        fix: None,
+    }
 }
 fn warn(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
-    Finding { check, level: Level::Warn, detail: detail.into(), fix: Some(fix.into()) }
+    Finding {
+        check,
+        level: Level::Warn,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
 }
 fn fail(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Finding {
-    Finding { check, level: Level::Fail, detail: detail.into(), fix: Some(fix.into()) }
+    Finding {
+        check,
+        level: Level::Fail,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
 }
 
 /// Runs every check and prints the findings; exit 1 when any check failed.
@@ -49,7 +64,11 @@ pub fn run(home: &Home, json: bool) -> anyhow::Result<ExitCode> {
     if home_ok {
         check_files(home, &mut findings);
     }
-    let lock_held = if home_ok { check_lock(home, &mut findings) } else { None };
+    let lock_held = if home_ok {
+        check_lock(home, &mut findings)
+    } else {
+        None
+    };
     let disc = check_discovery(home, lock_held, &mut findings);
     if let Some(d) = &disc {
         check_socket(home, d, &mut findings);
@@ -61,7 +80,10 @@ pub fn run(home: &Home, json: bool) -> anyhow::Result<ExitCode> {
     let failed = findings.iter().any(|f| f.level == Level::Fail);
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer(&mut out, &serde_json::json!({"ok": !failed, "findings": findings}))?;
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({"ok": !failed, "findings": findings}),
+        )?;
         writeln!(out)?;
     } else {
         for f in &findings {
@@ -76,7 +98,11 @@ pub fn run(home: &Home, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn mode_of(meta: &std::fs::Metadata) -> u32 {
@@ -87,23 +113,40 @@ fn check_home(home: &Home, out: &mut Vec<Finding>) -> bool {
     let root = home.root();
     match std::fs::symlink_metadata(root) {
         Err(_) => {
-            out.push(warn("home", format!("{} does not exist yet", root.display()), "it is created (0700) by the first `r1 serve`"));
+            out.push(warn(
+                "home",
+                format!("{} does not exist yet", root.display()),
+                "it is created (0700) by the first `r1 serve`",
+            ));
             false
         }
         Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
-            out.push(fail("home", format!("{} is not a directory (or is a symlink)", root.display()), format!("remove it, or set R1_HOME to a directory you own")));
+            out.push(fail(
+                "home",
+                format!("{} is not a directory (or is a symlink)", root.display()),
+                format!("remove it, or set R1_HOME to a directory you own"),
+            ));
             false
         }
         Ok(m) if m.uid() != paths::current_uid() => {
             out.push(fail(
                 "home",
-                format!("{} is owned by uid {}, not by you (uid {})", root.display(), m.uid(), paths::current_uid()),
+                format!(
+                    "{} is owned by uid {}, not by you (uid {})",
+                    root.display(),
+                    m.uid(),
+                    paths::current_uid()
+                ),
                 "set R1_HOME to a directory you own",
             ));
             false
         }
         Ok(m) if mode_of(&m) & 0o077 != 0 => {
-            out.push(fail("home", format!("{} has mode {:04o}", root.display(), mode_of(&m)), format!("chmod 700 {}", root.display())));
+            out.push(fail(
+                "home",
+                format!("{} has mode {:04o}", root.display(), mode_of(&m)),
+                format!("chmod 700 {}", root.display()),
+            ));
             true
         }
         Ok(_) => {
@@ -119,20 +162,39 @@ fn check_files(home: &Home, out: &mut Vec<Finding>) {
     let mut count = 0usize;
     let mut walk = vec![home.root().to_path_buf()];
     while let Some(dir) = walk.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
-            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
             count += 1;
             let want = if m.is_dir() { 0o700 } else { 0o600 };
             if m.file_type().is_symlink() {
-                bad.push(fail("files", format!("{} is a symlink", p.display()), format!("remove it: r1 never follows symlinks in its home ({})", p.display())));
+                bad.push(fail(
+                    "files",
+                    format!("{} is a symlink", p.display()),
+                    format!(
+                        "remove it: r1 never follows symlinks in its home ({})",
+                        p.display()
+                    ),
+                ));
             } else if m.uid() != paths::current_uid() {
-                bad.push(fail("files", format!("{} is owned by uid {}", p.display(), m.uid()), format!("chown it to yourself or remove it: {}", p.display())));
+                bad.push(fail(
+                    "files",
+                    format!("{} is owned by uid {}", p.display(), m.uid()),
+                    format!("chown it to yourself or remove it: {}", p.display()),
+                ));
             } else if mode_of(&m) & 0o077 != 0 {
                 bad.push(fail(
                     "files",
-                    format!("{} has mode {:04o}, want {want:04o}", p.display(), mode_of(&m)),
+                    format!(
+                        "{} has mode {:04o}, want {want:04o}",
+                        p.display(),
+                        mode_of(&m)
+                    ),
                     format!("chmod {want:o} {}", p.display()),
                 ));
             }
@@ -142,7 +204,10 @@ fn check_files(home: &Home, out: &mut Vec<Finding>) {
         }
     }
     if bad.is_empty() {
-        out.push(ok("files", format!("{count} files and directories, all private")));
+        out.push(ok(
+            "files",
+            format!("{count} files and directories, all private"),
+        ));
     } else {
         out.extend(bad);
     }
@@ -156,22 +221,40 @@ fn check_lock(home: &Home, out: &mut Vec<Finding>) -> Option<bool> {
     }
     match r1_core::lock::FileLock::try_acquire(&home.lock_path()) {
         Ok(Some(_free)) => {
-            out.push(ok("lock", "free: no daemon is running (a lock file left by a dead daemon is harmless)"));
+            out.push(ok(
+                "lock",
+                "free: no daemon is running (a lock file left by a dead daemon is harmless)",
+            ));
             Some(false)
         }
         Ok(None) => {
             let h = r1_core::lock::holder(home);
-            out.push(ok("lock", format!("held by pid {}", h.pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()))));
+            out.push(ok(
+                "lock",
+                format!(
+                    "held by pid {}",
+                    h.pid
+                        .map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+                ),
+            ));
             Some(true)
         }
         Err(e) => {
-            out.push(fail("lock", format!("cannot inspect {}: {e}", home.lock_path().display()), "check the file's owner and mode"));
+            out.push(fail(
+                "lock",
+                format!("cannot inspect {}: {e}", home.lock_path().display()),
+                "check the file's owner and mode",
+            ));
             None
         }
     }
 }
 
-fn check_discovery(home: &Home, lock_held: Option<bool>, out: &mut Vec<Finding>) -> Option<Discovery> {
+fn check_discovery(
+    home: &Home,
+    lock_held: Option<bool>,
+    out: &mut Vec<Finding>,
+) -> Option<Discovery> {
     match discovery::read(home) {
         Ok(d) if !discovery::pid_alive(d.pid) => {
             out.push(warn(
@@ -190,7 +273,13 @@ fn check_discovery(home: &Home, lock_held: Option<bool>, out: &mut Vec<Finding>)
                 ));
                 return None;
             }
-            out.push(ok("discovery", format!("pid {}, version {}, started {}", d.pid, d.version, d.started_at)));
+            out.push(ok(
+                "discovery",
+                format!(
+                    "pid {}, version {}, started {}",
+                    d.pid, d.version, d.started_at
+                ),
+            ));
             Some(d)
         }
         Err(discovery::Error::Missing { .. }) => {
@@ -206,7 +295,11 @@ fn check_discovery(home: &Home, lock_held: Option<bool>, out: &mut Vec<Finding>)
             None
         }
         Err(e) => {
-            out.push(fail("discovery", e.to_string(), "follow the message, then restart the daemon"));
+            out.push(fail(
+                "discovery",
+                e.to_string(),
+                "follow the message, then restart the daemon",
+            ));
             None
         }
     }
@@ -217,13 +310,27 @@ fn check_socket(home: &Home, d: &Discovery, out: &mut Vec<Finding>) {
         out.push(ok("socket", "off (--no-unix)"));
         return;
     };
-    let opts = DialOptions::new().home(home.root()).spawn(false).timeout(Duration::from_secs(2)).client_name("r1 ctl doctor");
+    let opts = DialOptions::new()
+        .home(home.root())
+        .spawn(false)
+        .timeout(Duration::from_secs(2))
+        .client_name("r1 ctl doctor");
     match BlockingClient::dial(opts) {
-        Ok(c) => out.push(ok("socket", format!("{} answers (instance {})", sock.display(), c.handshake().instance_id))),
+        Ok(c) => out.push(ok(
+            "socket",
+            format!(
+                "{} answers (instance {})",
+                sock.display(),
+                c.handshake().instance_id
+            ),
+        )),
         Err(e) => out.push(fail(
             "socket",
             format!("{} does not answer: {e}", sock.display()),
-            format!("see {}; restart with `r1 ctl shutdown && r1 serve --detach`", home.log_path().display()),
+            format!(
+                "see {}; restart with `r1 ctl shutdown && r1 serve --detach`",
+                home.log_path().display()
+            ),
         )),
     }
 }
@@ -234,19 +341,32 @@ fn check_port(d: &Discovery, out: &mut Vec<Finding>) {
         return;
     };
     match health(port) {
-        Ok(status) if status == 200 => out.push(ok("port", format!("127.0.0.1:{port} answers /v1/health"))),
-        Ok(status) => out.push(fail("port", format!("127.0.0.1:{port} answered /v1/health with HTTP {status}"), "another program may own the port: restart the daemon")),
-        Err(e) => out.push(fail("port", format!("127.0.0.1:{port} does not answer: {e}"), "restart the daemon; if it persists, run with --no-tcp and report the log")),
+        Ok(status) if status == 200 => {
+            out.push(ok("port", format!("127.0.0.1:{port} answers /v1/health")))
+        }
+        Ok(status) => out.push(fail(
+            "port",
+            format!("127.0.0.1:{port} answered /v1/health with HTTP {status}"),
+            "another program may own the port: restart the daemon",
+        )),
+        Err(e) => out.push(fail(
+            "port",
+            format!("127.0.0.1:{port} does not answer: {e}"),
+            "restart the daemon; if it persists, run with --no-tcp and report the log",
+        )),
     }
 }
 
 /// `GET /v1/health` with hyper (status code only).
 fn health(port: u16) -> anyhow::Result<u16> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let fut = async move {
             let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             let req = hyper::Request::get("/v1/health")
                 .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
@@ -254,13 +374,18 @@ fn health(port: u16) -> anyhow::Result<u16> {
             let resp = sender.send_request(req).await?;
             anyhow::Ok(resp.status().as_u16())
         };
-        tokio::time::timeout(Duration::from_secs(2), fut).await.map_err(|_| anyhow::anyhow!("timed out after 2s"))?
+        tokio::time::timeout(Duration::from_secs(2), fut)
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out after 2s"))?
     })
 }
 
 fn check_versions(d: &Discovery, out: &mut Vec<Finding>) {
     if d.version == r1_core::VERSION && d.protocol_version == discovery::PROTOCOL_VERSION {
-        out.push(ok("versions", format!("daemon and this binary are both r1 {}", d.version)));
+        out.push(ok(
+            "versions",
+            format!("daemon and this binary are both r1 {}", d.version),
+        ));
     } else {
         out.push(warn(
             "versions",
@@ -280,7 +405,10 @@ fn check_service(home: &Home, out: &mut Vec<Finding>) {
     let exe = std::env::current_exe().unwrap_or_else(|_| Path::new("r1").to_path_buf());
     let opts = service::ServiceOptions::new(home.root().to_path_buf(), exe);
     match service::status(&opts) {
-        Ok(s) => out.push(ok("service", s.line(opts.platform).trim_start_matches("r1: ").to_owned())),
+        Ok(s) => out.push(ok(
+            "service",
+            s.line(opts.platform).trim_start_matches("r1: ").to_owned(),
+        )),
         Err(e) => out.push(ok("service", format!("not checked: {e}"))),
     }
 }
