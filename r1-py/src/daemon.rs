@@ -5,7 +5,7 @@
 //! `r1.Daemon` owns a multi-threaded tokio runtime that lives until `stop()`.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -32,6 +32,31 @@ struct Running {
     handle: DaemonHandle,
 }
 
+/// One daemon's slot: `None` once stopped.
+type Slot = Arc<Mutex<Option<Running>>>;
+
+/// Every embedded daemon not yet stopped, for [`_stop_all_daemons`] at interpreter
+/// exit: a daemon still referenced then (a global, a thread's frame) is never
+/// dropped, and would leave its discovery file and unclean journals behind.
+static LIVE: Mutex<Vec<Weak<Mutex<Option<Running>>>>> = Mutex::new(Vec::new());
+
+/// Stops every embedded daemon still running. `r1/__init__.py` registers it with
+/// `atexit`; not for other use.
+#[pyfunction]
+pub fn _stop_all_daemons(py: Python<'_>) {
+    let slots = std::mem::take(&mut *lock(&LIVE));
+    py.detach(|| {
+        for slot in slots.iter().filter_map(Weak::upgrade) {
+            let running = lock(&slot).take();
+            if let Some(r) = running {
+                // At exit there is no one to report to; the journals are safe
+                // either way (every record reached the kernel before broadcast).
+                let _ = r.stop();
+            }
+        }
+    });
+}
+
 impl Running {
     /// Graceful stop: sessions paused, journals fsync'd, discovery and socket
     /// removed, lock released. Blocks; call without the GIL.
@@ -50,7 +75,7 @@ impl Running {
 /// Attributes: ``home``, ``sock_path``, ``port``, ``instance_id``, ``discovery``.
 #[pyclass(module = "r1", frozen)]
 pub struct Daemon {
-    running: Mutex<Option<Running>>,
+    running: Slot,
     home: String,
     sock_path: Option<String>,
     port: Option<u16>,
@@ -138,13 +163,20 @@ impl Daemon {
             })?;
             let d = running.handle.discovery().clone();
             let discovery = Py::new(py, Discovery::from_core(&d))?;
+            let home = running.handle.home().display().to_string();
+            let slot: Slot = Arc::new(Mutex::new(Some(running)));
+            {
+                let mut live = lock(&LIVE);
+                live.retain(|w| w.strong_count() > 0);
+                live.push(Arc::downgrade(&slot));
+            }
             Ok(Daemon {
-                home: running.handle.home().display().to_string(),
+                home,
                 sock_path: d.sock_path.as_ref().map(|p| p.display().to_string()),
                 port: d.port,
                 instance_id: d.instance_id.clone(),
                 discovery,
-                running: Mutex::new(Some(running)),
+                running: slot,
             })
         })
     }
@@ -232,10 +264,7 @@ impl Drop for Daemon {
     /// still stopped gracefully: dropping the runtime alone would kill its tasks
     /// mid-write and leave the discovery file behind.
     fn drop(&mut self) {
-        let running = match self.running.get_mut() {
-            Ok(r) => r.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let running = lock(&self.running).take();
         if let Some(r) = running {
             // Nothing to report to: the object is gone. The journals are safe
             // either way (every record reached the kernel before broadcast).

@@ -26,7 +26,7 @@ mod r1_module {
     #[pymodule_export]
     use crate::client::{Client, Subscription, dial};
     #[pymodule_export]
-    use crate::daemon::Daemon;
+    use crate::daemon::{_stop_all_daemons, Daemon};
     #[pymodule_export]
     use crate::discovery::{Discovery, discover};
     #[pymodule_export]

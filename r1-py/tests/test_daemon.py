@@ -134,3 +134,27 @@ def test_sessions_survive_a_restart_of_the_embedded_daemon(home: str, workdir: s
             assert out == "after\n"
             texts = [r["data"]["text"] for r in c.read(sid) if r["kind"] == "session.delta"]
             assert texts == ["before\n", "after\n"]
+
+
+def test_daemons_alive_at_exit_are_stopped_gracefully(home: str, workdir: str) -> None:
+    import subprocess
+    import sys
+
+    script = f"""
+import threading, r1
+d = r1.Daemon.start(home={home!r})
+c = r1.dial(home={home!r}, spawn=False)
+sid = c.start({workdir!r})["session_id"]
+c.send(sid, "echo hi")
+# A thread still blocked in follow keeps everything referenced at exit.
+threading.Thread(target=lambda: list(c.follow(sid)), daemon=True).start()
+print(sid)
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    sid = p.stdout.strip()
+    assert not os.path.exists(os.path.join(home, "daemon.json"))
+    # Stopped gracefully: the session was paused by the shutdown and marked clean.
+    assert os.path.exists(os.path.join(home, "sessions", sid, "clean"))
+    kinds = [r["kind"] for r in r1.Journal(os.path.join(home, "sessions", sid, "journal.ndjson"))]
+    assert "session.paused" in kinds

@@ -8,6 +8,9 @@ with :class:`Daemon`.
 Every error r1 raises is an :class:`R1Error`; see its subclasses for what failed.
 """
 
+import atexit
+
+from . import _r1
 from ._r1 import (
     AuthError,
     Client,
@@ -55,3 +58,7 @@ __all__ = [
     "dial",
     "discover",
 ]
+
+# Embedded daemons still referenced at exit are stopped gracefully (discovery
+# removed, journals marked clean) instead of vanishing with the process.
+atexit.register(_r1._stop_all_daemons)

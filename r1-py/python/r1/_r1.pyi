@@ -40,6 +40,7 @@ __all__ = [
     "__version__",
     "_error_for_kind",
     "_panic",
+    "_stop_all_daemons",
     "dial",
     "discover",
 ]
@@ -295,6 +296,9 @@ class JournalFollow:
     def __next__(self) -> dict[str, Any]: ...
 
 # ----------------------------------------------------------------------------- daemon
+
+def _stop_all_daemons() -> None:
+    """Stops every embedded daemon still running (registered with atexit)."""
 
 @final
 class Daemon:
