@@ -23,3 +23,6 @@ cargo test --workspace
 
 step "rust example: embedding the daemon"
 cargo run -q -p r1-example-embed
+
+step "python: the r1 package (own venv)"
+bash scripts/test-python.sh
