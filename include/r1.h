@@ -103,6 +103,11 @@ typedef enum {
 } R1Status;
 
 /**
+ * A connection to the daemon. Opaque to C; may be shared between threads.
+ */
+typedef struct R1Client R1Client;
+
+/**
  * An embedded daemon and the runtime it runs on. Opaque to C.
  */
 typedef struct R1Daemon R1Daemon;
@@ -111,6 +116,11 @@ typedef struct R1Daemon R1Daemon;
  * An open journal file. Opaque to C.
  */
 typedef struct R1Journal R1Journal;
+
+/**
+ * A subscription to a session's records or to the daemon bus. Opaque to C.
+ */
+typedef struct R1Subscription R1Subscription;
 
 #ifdef __cplusplus
 extern "C" {
@@ -149,6 +159,160 @@ const char *r1_last_error_message(void);
  * `s` is NULL or a string returned by an r1 out-parameter and not yet freed.
  */
 void r1_string_free(char *s);
+
+/**
+ * Connects to the daemon (DESIGN §8): discovery → unix socket → `daemon.hello`,
+ * starting `r1 serve --detach` first when no daemon answers and spawning is allowed.
+ *
+ * `options_json`: a JSON object, every field optional — `home` (default
+ * `$R1_HOME`, else `~/.r1`), `sock_path` (connect exactly there; skips discovery and
+ * never spawns), `spawn` (bool, **default true**), `timeout_ms` (the whole dial,
+ * spawning included; default 2000), `call_timeout_ms` (default for calls; 30000),
+ * `reconnect_for_ms` (how long a lost connection is retried; 60000), `r1_bin` (the
+ * binary to spawn; default `$R1_BIN`, else `r1` beside the executable, else on
+ * `PATH`), `client_name` (for the daemon's log). NULL means `{}`. Unknown fields
+ * are refused.
+ *
+ * On success `*out` receives a client freed with `r1_client_free`; on error it is
+ * set to NULL.
+ *
+ * Thread-safe. Returns `R1_STATUS_OK`, `R1_STATUS_NULL_ARGUMENT` (`out`),
+ * `R1_STATUS_INVALID_ARGUMENT` (bad JSON or option), `R1_STATUS_NOT_FOUND` (no
+ * daemon — missing or stale discovery — and spawning not allowed, or spawning
+ * failed: the last error names the cause and the log), `R1_STATUS_UNSAFE` (unsafe
+ * discovery file or directory), `R1_STATUS_PROTOCOL` (not an r1 daemon, or another
+ * protocol version), `R1_STATUS_TIMEOUT`, `R1_STATUS_IO`.
+ *
+ * # Safety
+ * `options_json` is NULL or a NUL-terminated string; `out` is NULL or writable.
+ */
+R1Status r1_client_dial(const char *options_json, R1Client **out);
+
+/**
+ * Calls any JSON-RPC method of the daemon (DESIGN §7) and returns its result.
+ *
+ * `method`: e.g. `"session.start"`. `params_json`: a JSON object or array, or NULL
+ * for none. `timeout_ms`: how long to wait for the answer; ≤ 0 means the client's
+ * default (`call_timeout_ms`, 30 s). On `R1_STATUS_OK` `*result_json_out` receives
+ * the `result` as JSON, freed with `r1_string_free`; otherwise it is NULL.
+ *
+ * A lost connection is re-established (and a restarted daemon re-dialed) within
+ * the client's reconnect window before the call fails.
+ *
+ * Thread-safe: a client may be used by many threads at once; calls are pipelined.
+ * Returns `R1_STATUS_OK`, `R1_STATUS_RPC` (the daemon answered with an error: the
+ * last error is the JSON-RPC error object `{code, message, data:{kind}}` as JSON,
+ * e.g. code -32001 for an unknown session, -32601 for an unknown method),
+ * `R1_STATUS_NULL_ARGUMENT` (`c`, `method`, `result_json_out`),
+ * `R1_STATUS_INVALID_ARGUMENT` (`params_json` not JSON, or not an object/array),
+ * `R1_STATUS_TIMEOUT`, `R1_STATUS_CLOSED` (the connection is gone and could not be
+ * re-established), `R1_STATUS_PROTOCOL`, `R1_STATUS_IO`.
+ *
+ * # Safety
+ * `c` is NULL or a live client; `method` and `params_json` are NULL or
+ * NUL-terminated strings; `result_json_out` is NULL or writable.
+ */
+R1Status r1_client_call(R1Client *c,
+                        const char *method,
+                        const char *params_json,
+                        int32_t timeout_ms,
+                        char **result_json_out);
+
+/**
+ * Subscribes to a session's records (`session.subscribe`) or, with `session_id`
+ * NULL, to the daemon's bus (`daemon.subscribe`).
+ *
+ * `since_seq`: replay records with seq > `since_seq` (0 = from the start), then
+ * follow live; `R1_SINCE_NOW` = live records only. The subscription resumes by
+ * itself across reconnects and daemon restarts, delivering each record once.
+ * On success `*out` receives a subscription freed with `r1_subscription_free`;
+ * on error it is NULL.
+ *
+ * Thread-safety: `c` may be shared; the new subscription belongs to one thread at a
+ * time (except `r1_subscription_close`). It stays usable after `r1_client_free(c)`.
+ * Returns `R1_STATUS_OK`, `R1_STATUS_RPC` (e.g. unknown session: code -32001),
+ * `R1_STATUS_NULL_ARGUMENT` (`c`, `out`), `R1_STATUS_INVALID_ARGUMENT` (session id
+ * not UTF-8), `R1_STATUS_TIMEOUT`, `R1_STATUS_CLOSED`, `R1_STATUS_IO`.
+ *
+ * # Safety
+ * `c` is NULL or a live client; `session_id` is NULL or a NUL-terminated string;
+ * `out` is NULL or writable.
+ */
+R1Status r1_client_subscribe(R1Client *c,
+                             const char *session_id,
+                             uint64_t since_seq,
+                             R1Subscription **out);
+
+/**
+ * The daemon's reply to the subscribe call, as JSON: `{"sub": N, "current_seq": S,
+ * "epoch": "…" | null, "reset": null | {"epoch", "last_good_seq"}}`. `current_seq`
+ * is the journal's last seq when the subscription started (live records follow
+ * it); `epoch` is the cursor's epoch for resuming later. (Beyond DESIGN §10: the
+ * native-messaging host answers a forwarded subscribe with it, and any client that
+ * resumes needs the epoch.)
+ *
+ * `*reply_json_out` is freed with `r1_string_free` (NULL on error).
+ * Thread-safe with respect to `r1_subscription_next`/`close` on the same handle.
+ * Returns `R1_STATUS_OK`, `R1_STATUS_NULL_ARGUMENT`.
+ *
+ * # Safety
+ * `s` is NULL or a live subscription; `reply_json_out` is NULL or writable.
+ */
+R1Status r1_subscription_reply(R1Subscription *s, char **reply_json_out);
+
+/**
+ * Waits up to `timeout_ms` milliseconds (< 0: without limit; 0: no wait) for the
+ * subscription's next item and returns it as JSON in `*event_json_out` (freed with
+ * `r1_string_free`; NULL unless `R1_STATUS_OK`). Items:
+ *
+ * * `{"type":"record","seq":S,"epoch":"…","kind":"…","at":"…","data":{…}}` — a
+ *   journal record (session or bus), each delivered once, in seq order;
+ * * `{"type":"daemon","kind":"daemon.stopping"|"daemon.reloaded","at":…,"data":…}`;
+ * * `{"type":"reset","epoch":"…","last_good_seq":S}` — recovery cut the journal
+ *   after the cursor; the records that follow are new ones.
+ *
+ * Thread-safety: one thread at a time calls this; `r1_subscription_close` from any
+ * thread wakes it. Returns `R1_STATUS_OK`, `R1_STATUS_TIMEOUT` (nothing arrived in
+ * time; call again), `R1_STATUS_CLOSED` (closed with `r1_subscription_close`, or the
+ * stream ended: a session subscription ends after the session's `session.ended`),
+ * `R1_STATUS_NULL_ARGUMENT`, `R1_STATUS_RPC`/`R1_STATUS_IO`/`R1_STATUS_NOT_FOUND`
+ * (the stream failed for good, e.g. the daemon stayed away beyond the reconnect
+ * window or the session was deleted).
+ *
+ * # Safety
+ * `s` is NULL or a live subscription; `event_json_out` is NULL or writable.
+ */
+R1Status r1_subscription_next(R1Subscription *s, int32_t timeout_ms, char **event_json_out);
+
+/**
+ * Ends the subscription (the daemon's side too). Thread-safe: may be called from
+ * any thread while another blocks in `r1_subscription_next`, which then returns
+ * `R1_STATUS_CLOSED`; later `next` calls return `R1_STATUS_CLOSED` as well.
+ * Idempotent. NULL is a no-op. Does not free `s`: call `r1_subscription_free` once no
+ * thread uses it any more.
+ *
+ * # Safety
+ * `s` is NULL or a live subscription.
+ */
+void r1_subscription_close(R1Subscription *s);
+
+/**
+ * Closes (if needed) and frees a subscription. NULL is a no-op. No other thread may
+ * be using `s` (close it first, let the blocked `next` return, then free).
+ *
+ * # Safety
+ * `s` is NULL or a live subscription not in use by another thread.
+ */
+void r1_subscription_free(R1Subscription *s);
+
+/**
+ * Disconnects and frees a client. NULL is a no-op. No other thread may be using
+ * `c`. Subscriptions made from it stay usable until freed.
+ *
+ * # Safety
+ * `c` is NULL or a live client not in use by another thread.
+ */
+void r1_client_free(R1Client *c);
 
 /**
  * Starts a daemon inside this process and returns once it accepts connections and

@@ -3,9 +3,6 @@
 use std::ffi::c_char;
 use std::path::Path;
 
-use r1_core::discovery;
-use r1_core::paths::Home;
-
 use crate::boundary::{self, Failure, FfiResult, opt_str_arg, out_arg, string_to_c};
 use crate::status::R1Status;
 
@@ -47,17 +44,6 @@ pub unsafe extern "C" fn r1_discover(
 }
 
 fn discover_json(home: Option<&Path>) -> FfiResult<String> {
-    let home = Home::resolve(home)?;
-    let d = discovery::read(&home).map_err(r1_core::Error::from)?;
-    if discovery::is_stale_by_pid(&d) {
-        return Err(Failure::new(
-            R1Status::NotFound,
-            format!(
-                "the discovery file {} is stale: pid {} is not running; start a daemon with `r1 serve` (it replaces the file)",
-                home.discovery_path().display(),
-                d.pid
-            ),
-        ));
-    }
+    let d = r1_core::client::discover(home)?;
     serde_json::to_string(&d).map_err(|e| Failure::new(R1Status::Panic, e.to_string()))
 }

@@ -94,4 +94,12 @@ static int h_run(const char *binary, const test_case *tests, size_t n, int argc,
         return h_run(binary, table, sizeof table / sizeof table[0], argc, argv); \
     }
 
+/* Like H_MAIN, with a teardown run after the tests (shared fixtures). */
+#define H_MAIN_TEARDOWN(binary, table, teardown)                                   \
+    int main(int argc, char **argv) {                                              \
+        int h_rc = h_run(binary, table, sizeof table / sizeof table[0], argc, argv); \
+        teardown();                                                                \
+        return h_rc;                                                               \
+    }
+
 #endif
