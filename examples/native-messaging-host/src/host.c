@@ -132,10 +132,15 @@ static void send_status_error(json_t *id, int silent, R1Status st) {
     send_error(id, silent, code, status_kind(st), msg);
 }
 
-/* Dials the daemon on first use (starting it if needed). Returns 0 or a status. */
+/* Dials the daemon on first use (starting it if needed). Returns 0 or a status.
+ * $R1_NMH_DIAL, if set, replaces the dial options (r1_client_dial's JSON). */
 static R1Status ensure_client(void) {
     if (host.client) return R1_STATUS_OK;
-    R1Status st = r1_client_dial("{\"client_name\":\"r1-native-host\"}", &host.client);
+    /* 10 s rather than the 2 s default: the first message of a browser session may
+     * have to start the daemon, on a machine busy starting the browser. */
+    const char *opts = getenv("R1_NMH_DIAL");
+    if (!opts || !*opts) opts = "{\"client_name\":\"r1-native-host\",\"timeout_ms\":10000}";
+    R1Status st = r1_client_dial(opts, &host.client);
     if (st != R1_STATUS_OK) logf_("cannot reach the daemon: %s", r1_last_error_message());
     return st;
 }
