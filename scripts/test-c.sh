@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Builds and runs everything C: libr1 (shared and static), the header drift check,
+# the C tests against both libraries, the native-messaging host (unit tests and the
+# framed-message harness), the C example, valgrind runs, and the browser extension
+# end to end in headless Chromium.
+#
+# Needs: gcc, make, python3, valgrind, libjansson-dev, chromium, node + npm (the
+# browser test installs playwright-core into tests/browser-extension/node_modules
+# when it is missing). Exits non-zero on any failure; the last line is
+# `C tests: N passed, M failed` (`, K skipped` when a check is pending).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+LIBDIR=$TARGET/debug
+OUT=$TARGET/c-tests
+mkdir -p "$OUT"
+export R1_BIN=$LIBDIR/r1
+CFLAGS=(-std=c11 -Wall -Wextra -Werror -g -O1)
+STATIC_LIBS=(-lpthread -ldl -lm -lrt -lutil)
+VALGRIND=(valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite
+  --show-leak-kinds=definite,indirect --error-exitcode=1)
+
+passed=0 failed=0 skipped=0
+failures=()
+step() { printf '\n== %s\n' "$*"; }
+
+# check NAME CMD...: one check; passes when CMD exits 0.
+check() {
+  local name=$1; shift
+  if "$@"; then
+    passed=$((passed + 1)); echo "ok   $name"
+  else
+    failed=$((failed + 1)); failures+=("$name"); echo "FAIL $name"
+  fi
+}
+
+# counted NAME CMD...: runs a test binary whose closing line is
+# `<label>: N passed, M failed[, K skipped]` and adds its counts. A non-zero exit
+# with no failure counted (a crash, a valgrind error) counts as one failure.
+counted() {
+  local name=$1; shift
+  local log=$OUT/$name.log
+  "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  local line p=0 f=0 s=0
+  line=$(grep -E '^[^ ]+.*: [0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+  if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)? ]]; then
+    p=${BASH_REMATCH[1]} f=${BASH_REMATCH[2]} s=${BASH_REMATCH[4]:-0}
+  fi
+  if [[ $rc -ne 0 && $f -eq 0 ]]; then f=1; fi
+  passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+  if [[ $f -ne 0 ]]; then failures+=("$name (exit $rc)"); fi
+}
+
+step "build libr1 and r1"
+if ! cargo build -p r1-ffi -p r1-bin; then
+  echo "C tests: 0 passed, 1 failed"
+  exit 1
+fi
+
+step "header: include/r1.h matches what cbindgen generates"
+header_clean() {
+  git diff --exit-code --stat -- include/r1.h &&
+    [[ -z $(git status --porcelain -- include/r1.h) ]] ||
+    { echo "include/r1.h differs from the generated header: commit the regenerated file"; git diff -- include/r1.h | head -n 40; false; }
+}
+check "header_matches_generated" header_clean
+
+step "compile the C tests (gcc ${CFLAGS[*]}) against libr1.so and libr1.a"
+check "compile_tests_shared" gcc "${CFLAGS[@]}" -Iinclude -Itests/c -o "$OUT/r1_tests_shared" \
+  tests/c/test_r1.c -L"$LIBDIR" -Wl,-rpath,"$LIBDIR" -lr1 -ljansson -lpthread
+check "compile_tests_static" gcc "${CFLAGS[@]}" -Iinclude -Itests/c -o "$OUT/r1_tests_static" \
+  tests/c/test_r1.c "$LIBDIR/libr1.a" "${STATIC_LIBS[@]}" -ljansson
+check "compile_nm_unit" gcc "${CFLAGS[@]}" -Iexamples/native-messaging-host/src -Itests/c \
+  -o "$OUT/nm_unit" tests/c/test_nm_unit.c examples/native-messaging-host/src/frame.c \
+  examples/native-messaging-host/src/pager.c -ljansson -lpthread
+check "build_native_host_shared" make -s -C examples/native-messaging-host \
+  R1_LIBDIR="$LIBDIR" OUT="$OUT/r1-native-host" CFLAGS="${CFLAGS[*]}"
+check "build_native_host_static" make -s -C examples/native-messaging-host LINK=static \
+  R1_LIBDIR="$LIBDIR" OUT="$OUT/r1-native-host-static" CFLAGS="${CFLAGS[*]}"
+check "build_example_client" make -s -C examples/c R1_LIBDIR="$LIBDIR" OUT="$OUT/r1-run" \
+  CFLAGS="${CFLAGS[*]}"
+
+step "C tests (shared library)"
+counted "r1_tests_shared" "$OUT/r1_tests_shared"
+step "C tests (static library)"
+counted "r1_tests_static" "$OUT/r1_tests_static"
+step "native host unit tests"
+counted "nm_unit" "$OUT/nm_unit"
+
+step "native host driven with framed messages"
+counted "native_host" python3 tests/c/test_native_host.py "$OUT/r1-native-host"
+
+step "example: r1-run starts a session and streams a command's output"
+example_client() {
+  local home work out
+  home=$(mktemp -d /tmp/r1c-example-home-XXXXXX) work=$(mktemp -d /tmp/r1c-example-work-XXXXXX)
+  out=$(R1_HOME=$home "$OUT/r1-run" "$work" "echo example-ok; pwd")
+  local rc=$?
+  echo "$out"
+  R1_HOME=$home "$R1_BIN" ctl shutdown >/dev/null 2>&1
+  rm -rf "$home" "$work"
+  [[ $rc -eq 0 && $out == *"example-ok"* && $out == *"tool.end"* && $out == *"$work"* ]]
+}
+check "example_r1_run" example_client
+
+step "valgrind (definite leaks and invalid accesses fail)"
+counted "r1_tests_valgrind" "${VALGRIND[@]}" "$OUT/r1_tests_shared"
+counted "nm_unit_valgrind" "${VALGRIND[@]}" "$OUT/nm_unit"
+counted "native_host_valgrind" python3 tests/c/test_native_host.py "$OUT/r1-native-host" --valgrind
+
+step "browser extension in headless Chromium"
+counted "browser_extension" bash tests/browser-extension/run.sh "$OUT/r1-native-host-static"
+
+printf '\n'
+for f in "${failures[@]}"; do echo "failed: $f"; done
+tail=""
+if [[ $skipped -ne 0 ]]; then tail=", $skipped skipped"; fi
+echo "C tests: $passed passed, $failed failed$tail"
+[[ $failed -eq 0 ]]
