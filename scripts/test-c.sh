@@ -23,7 +23,7 @@ VALGRIND=(valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite
 
 passed=0 failed=0 skipped=0
 failures=()
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== [%ss] %s\n' "$SECONDS" "$*"; }
 
 # check NAME CMD...: one check; passes when CMD exits 0.
 check() {
@@ -35,14 +35,11 @@ check() {
   fi
 }
 
-# counted NAME CMD...: runs a test binary whose closing line is
-# `<label>: N passed, M failed[, K skipped]` and adds its counts. A non-zero exit
-# with no failure counted (a crash, a valgrind error) counts as one failure.
-counted() {
-  local name=$1; shift
-  local log=$OUT/$name.log
-  "$@" 2>&1 | tee "$log"
-  local rc=${PIPESTATUS[0]}
+# tally NAME LOG RC: adds the counts of a test binary's closing line
+# `<label>: N passed, M failed[, K skipped]` in LOG. A non-zero RC with no failure
+# counted (a crash, a valgrind error) counts as one failure.
+tally() {
+  local name=$1 log=$2 rc=$3
   local line p=0 f=0 s=0
   line=$(grep -E '^[^ ]+.*: [0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
   if [[ $line =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)? ]]; then
@@ -51,6 +48,38 @@ counted() {
   if [[ $rc -ne 0 && $f -eq 0 ]]; then f=1; fi
   passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
   if [[ $f -ne 0 ]]; then failures+=("$name (exit $rc)"); fi
+}
+
+# counted NAME CMD...: runs a test binary in the foreground and tallies it.
+counted() {
+  local name=$1; shift
+  local log=$OUT/$name.log
+  "$@" 2>&1 | tee "$log"
+  tally "$name" "$log" "${PIPESTATUS[0]}"
+}
+
+# Background jobs (the machine has 2 cores; valgrind and the linker use one each):
+# bg NAME CMD... starts one with its output in $OUT/NAME.log; bg_wait NAME waits,
+# prints the log and returns the job's exit status.
+declare -A bg_pids
+bg() {
+  local name=$1; shift
+  "$@" > "$OUT/$name.log" 2>&1 &
+  bg_pids[$name]=$!
+}
+bg_wait() {
+  local rc=0
+  wait "${bg_pids[$1]}" || rc=$?
+  cat "$OUT/$1.log"
+  return $rc
+}
+# bg_check NAME: waits for a background job and records it as one check.
+bg_check() { check "$1" bg_wait "$1"; }
+# bg_counted NAME: waits for a background test binary and tallies it.
+bg_counted() {
+  local rc=0
+  bg_wait "$1" || rc=$?
+  tally "$1" "$OUT/$1.log" "$rc"
 }
 
 step "build libr1 and r1"
@@ -67,20 +96,24 @@ header_clean() {
 }
 check "header_matches_generated" header_clean
 
-step "compile the C tests (gcc ${CFLAGS[*]}) against libr1.so and libr1.a"
-check "compile_tests_shared" gcc "${CFLAGS[@]}" -Iinclude -Itests/c -o "$OUT/r1_tests_shared" \
+step "compile the C tests (gcc ${CFLAGS[*]}) against libr1.so and libr1.a, the host, the example"
+bg compile_tests_shared gcc "${CFLAGS[@]}" -Iinclude -Itests/c -o "$OUT/r1_tests_shared" \
   tests/c/test_r1.c -L"$LIBDIR" -Wl,-rpath,"$LIBDIR" -lr1 -ljansson -lpthread
-check "compile_tests_static" gcc "${CFLAGS[@]}" -Iinclude -Itests/c -o "$OUT/r1_tests_static" \
+bg compile_tests_static gcc "${CFLAGS[@]}" -Iinclude -Itests/c -o "$OUT/r1_tests_static" \
   tests/c/test_r1.c "$LIBDIR/libr1.a" "${STATIC_LIBS[@]}" -ljansson
-check "compile_nm_unit" gcc "${CFLAGS[@]}" -Iexamples/native-messaging-host/src -Itests/c \
+bg compile_nm_unit gcc "${CFLAGS[@]}" -Iexamples/native-messaging-host/src -Itests/c \
   -o "$OUT/nm_unit" tests/c/test_nm_unit.c examples/native-messaging-host/src/frame.c \
   examples/native-messaging-host/src/pager.c -ljansson -lpthread
-check "build_native_host_shared" make -s -C examples/native-messaging-host \
+bg build_native_host_shared make -s -C examples/native-messaging-host \
   R1_LIBDIR="$LIBDIR" OUT="$OUT/r1-native-host" CFLAGS="${CFLAGS[*]}"
-check "build_native_host_static" make -s -C examples/native-messaging-host LINK=static \
+bg build_native_host_static make -s -C examples/native-messaging-host LINK=static \
   R1_LIBDIR="$LIBDIR" OUT="$OUT/r1-native-host-static" CFLAGS="${CFLAGS[*]}"
-check "build_example_client" make -s -C examples/c R1_LIBDIR="$LIBDIR" OUT="$OUT/r1-run" \
+bg build_example_client make -s -C examples/c R1_LIBDIR="$LIBDIR" OUT="$OUT/r1-run" \
   CFLAGS="${CFLAGS[*]}"
+for job in compile_tests_shared compile_tests_static compile_nm_unit build_native_host_shared \
+  build_native_host_static build_example_client; do
+  bg_check "$job"
+done
 
 step "C tests (shared library)"
 counted "r1_tests_shared" "$OUT/r1_tests_shared"
@@ -106,9 +139,13 @@ example_client() {
 check "example_r1_run" example_client
 
 step "valgrind (definite leaks and invalid accesses fail)"
-counted "r1_tests_valgrind" "${VALGRIND[@]}" "$OUT/r1_tests_shared"
-counted "nm_unit_valgrind" "${VALGRIND[@]}" "$OUT/nm_unit"
+# The libr1 tests and the host unit tests run in the background while the host
+# harness runs its own valgrind processes in the foreground.
+bg r1_tests_valgrind "${VALGRIND[@]}" "$OUT/r1_tests_shared"
+bg nm_unit_valgrind "${VALGRIND[@]}" "$OUT/nm_unit"
 counted "native_host_valgrind" python3 tests/c/test_native_host.py "$OUT/r1-native-host" --valgrind
+bg_counted r1_tests_valgrind
+bg_counted nm_unit_valgrind
 
 step "browser extension in headless Chromium"
 counted "browser_extension" bash tests/browser-extension/run.sh "$OUT/r1-native-host-static"
