@@ -124,7 +124,8 @@ fn start(text: &str) -> FfiResult<R1Daemon> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(R1Status::Io, format!("cannot start a tokio runtime: {e}")))?;
-    let handle = runtime.block_on(r1_core::Daemon::start(cfg.into_daemon_config()));
+    let cfg = cfg.into_daemon_config();
+    let handle = outside_runtime(|| runtime.block_on(r1_core::Daemon::start(cfg)));
     match handle {
         Ok(handle) => Ok(R1Daemon { runtime, handle }),
         Err(e) => {
@@ -132,6 +133,20 @@ fn start(text: &str) -> FfiResult<R1Daemon> {
             Err(e.into())
         }
     }
+}
+
+/// Runs `f` (which blocks on or drops a runtime) on this thread, or — when this
+/// thread is itself inside a tokio runtime, as a Rust program calling through the C
+/// ABI may be — on a helper thread, since tokio panics on blocking inside a runtime.
+fn outside_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        // Re-raise on this thread: the export's boundary turns it into R1_STATUS_PANIC.
+        Err(payload) => std::panic::resume_unwind(payload),
+    })
 }
 
 /// Stops an embedded daemon gracefully (DESIGN §6: sessions paused, journals synced,
@@ -153,10 +168,46 @@ pub unsafe extern "C" fn r1_daemon_stop(d: *mut R1Daemon) -> R1Status {
         // SAFETY: the caller's contract above.
         let d = unsafe { handle::take(d) }.ok_or_else(|| Failure::null("d"))?;
         let R1Daemon { runtime, handle } = *d;
-        let stopped = runtime.block_on(handle.stop());
-        drop(handle);
-        runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
-        stopped?;
+        outside_runtime(move || {
+            let stopped = runtime.block_on(handle.stop());
+            drop(handle);
+            runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+            stopped
+        })?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Starting and stopping from a thread that is inside a tokio runtime works
+    /// (through the helper thread) instead of panicking.
+    #[test]
+    fn start_and_stop_inside_a_runtime() {
+        let home = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}"));
+        let cfg =
+            serde_json::json!({"home": home.path(), "tcp": false, "worker_threads": 1}).to_string();
+        rt.block_on(async {
+            let d = start(&cfg).unwrap_or_else(|f| panic!("start: {}", f.message));
+            let handle = handle::into_raw(d);
+            // SAFETY: `handle` was just created and is stopped exactly once.
+            assert_eq!(unsafe { r1_daemon_stop(handle) }, R1Status::Ok);
+        });
+    }
+
+    #[test]
+    fn config_refuses_unknown_fields() {
+        match start(r#"{"hmoe":"/tmp"}"#) {
+            Err(f) => {
+                assert_eq!(f.status, R1Status::InvalidArgument);
+                assert!(f.message.contains("hmoe"), "{}", f.message);
+            }
+            Ok(_) => panic!("an unknown field was accepted"),
+        }
+    }
 }
