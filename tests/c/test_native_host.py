@@ -40,7 +40,7 @@ class Host:
         cmd = [ctx.host_bin, "chrome-extension://testextensionid/"]
         if ctx.valgrind:
             cmd = [
-                "valgrind", "--quiet", "--leak-check=full",
+                "valgrind", "--quiet", "--read-inline-info=no", "--leak-check=full",
                 "--errors-for-leak-kinds=definite",
                 f"--error-exitcode={VALGRIND_RC}", f"--log-file={self.vg_log}",
             ] + cmd
