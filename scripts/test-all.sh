@@ -26,3 +26,6 @@ cargo run -q -p r1-example-embed
 
 step "python: the r1 package (own venv)"
 bash scripts/test-python.sh
+
+step "C: libr1, examples, native-messaging host (gcc, valgrind, chromium)"
+bash scripts/test-c.sh
