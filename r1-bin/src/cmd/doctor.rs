@@ -341,9 +341,7 @@ fn check_port(d: &Discovery, out: &mut Vec<Finding>) {
         return;
     };
     match health(port) {
-        Ok(200) => {
-            out.push(ok("port", format!("127.0.0.1:{port} answers /v1/health")))
-        }
+        Ok(200) => out.push(ok("port", format!("127.0.0.1:{port} answers /v1/health"))),
         Ok(status) => out.push(fail(
             "port",
             format!("127.0.0.1:{port} answered /v1/health with HTTP {status}"),

@@ -54,12 +54,6 @@ pub struct WsOptions {
     pub reconnect_for: Duration,
     /// A name for the daemon's log.
     pub client_name: Option<String>,
-    /// Skip the `/v1/hello` proof check (default `false`). The daemon keys its
-    /// proof with the **master** token, so the holder of a scoped token (from
-    /// `daemon.mint_token`) cannot check it; such a client sets this and sends its
-    /// short-lived, narrow token without that check. Never set it for the master
-    /// token.
-    pub skip_hello_proof: bool,
 }
 
 impl WsOptions {
@@ -73,7 +67,6 @@ impl WsOptions {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             reconnect_for: DEFAULT_RECONNECT_FOR,
             client_name: None,
-            skip_hello_proof: false,
         }
     }
 
@@ -109,11 +102,6 @@ impl WsOptions {
     /// Sets [`client_name`](Self::client_name).
     pub fn client_name(mut self, name: impl Into<String>) -> Self {
         self.client_name = Some(name.into());
-        self
-    }
-    /// Sets [`skip_hello_proof`](Self::skip_hello_proof) (scoped tokens only).
-    pub fn skip_hello_proof(mut self, skip: bool) -> Self {
-        self.skip_hello_proof = skip;
         self
     }
 }
@@ -190,7 +178,9 @@ async fn check_hello(authority: &str, token: &Token, budget: Duration) -> Result
         let driver = tokio::spawn(async move {
             let _ = conn.await;
         });
-        let req = hyper::Request::get(format!("/v1/hello?nonce={nonce}"))
+        // `key` names the token we hold (master or scoped) without revealing it.
+        let key = crate::server::auth::key_id(token.expose());
+        let req = hyper::Request::get(format!("/v1/hello?nonce={nonce}&key={key}"))
             .header(hyper::header::HOST, authority)
             .body(Empty::<Bytes>::new())
             .map_err(|e| Error::internal(format!("cannot build the hello request: {e}")))?;
@@ -205,6 +195,14 @@ async fn check_hello(authority: &str, token: &Token, budget: Duration) -> Result
             .map_err(|e| fail(format!("cannot read the /v1/hello answer ({e})")))?
             .to_bytes();
         driver.abort();
+        if status == hyper::StatusCode::NOT_FOUND {
+            return Err(Error::new(
+                ErrorKind::Unauthorized,
+                format!(
+                    "the daemon on {authority} knows no such token (expired, rotated, or another daemon's); the token was not sent"
+                ),
+            ));
+        }
         if !status.is_success() {
             return Err(fail(format!("GET /v1/hello answered {status}")));
         }
@@ -247,11 +245,7 @@ pub(crate) async fn connect(opts: &WsOptions) -> Result<Conn> {
     let deadline = Instant::now() + opts.timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
     let authority = authority(&opts.host, opts.port)?;
-    let instance = if opts.skip_hello_proof {
-        None
-    } else {
-        Some(check_hello(&authority, &opts.token, opts.timeout).await?)
-    };
+    let instance = check_hello(&authority, &opts.token, opts.timeout).await?;
 
     let stream = tcp(&authority, left()).await?;
     let mut request = format!("ws://{authority}/v1/ws")
@@ -332,9 +326,7 @@ pub(crate) async fn connect(opts: &WsOptions) -> Result<Conn> {
         .with(|line: String| async move { Ok::<_, Error>(Message::text(line)) });
     let link = Link::start(Box::pin(reader), Box::pin(writer), peer);
     let hello = handshake(&link, left(), opts.client_name.as_deref()).await?;
-    if let Some(instance) = instance
-        && hello.instance_id != instance
-    {
+    if hello.instance_id != instance {
         return Err(Error::new(
             ErrorKind::Protocol,
             format!(
