@@ -3,6 +3,10 @@
 
 pub mod auth;
 pub mod console;
+pub mod gate;
 pub mod http;
+pub mod rest;
+pub mod sse;
 pub mod state;
 pub mod unix;
+pub mod ws;
