@@ -29,6 +29,10 @@
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::http::{Body, Shared, error_status};
+use crate::error::Error;
 
 /// One embedded file of the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +164,20 @@ pub fn response(method: &Method, path: &str, port: u16) -> Option<Response<Bytes
         );
     }
     Some(resp)
+}
+
+/// The listener's handler for the console routes (`GET /`, `GET /console/:id`):
+/// the asset, or 404 for a name under `/console/` that is not one. The listener
+/// has already checked the Host and Origin pins and adds the headers every answer
+/// carries.
+pub(crate) fn serve(shared: &Shared, method: &Method, path: &str) -> Response<Body> {
+    match response(method, path, shared.port) {
+        Some(r) => r.map(|b| Full::new(b).boxed_unsync()),
+        None => error_status(
+            StatusCode::NOT_FOUND,
+            &Error::not_found(format!("no console asset {path}")),
+        ),
+    }
 }
 
 #[cfg(test)]
