@@ -866,30 +866,17 @@
       $('send-input').focus();
     },
 
-    /** Replays what is missing (journal.read pages), then subscribes from the
-     *  last seq seen with its epoch, so the stream continues with no gap and no
-     *  duplicate. Used on open and after every reconnection. */
+    /** Subscribes from the last seq seen, with its epoch: the daemon replays
+     *  what this view lacks from disk, then streams live records, so the view
+     *  continues with no gap and no duplicate. Used on open (from seq 0) and
+     *  after every reconnection. A damaged journal cannot be subscribed to: its
+     *  records up to the damage are read page by page instead. */
     async follow() {
       const gen = this.gen;
       const id = this.id;
       if (!id || !app.conn || app.conn.status !== 'open') return;
       this.following = true;
       try {
-        for (;;) {
-          const params = { session_id: id, since_seq: store.lastSeq, limit: READ_PAGE };
-          if (store.epoch !== null) params.epoch = store.epoch;
-          const r = await app.conn.call('journal.read', params);
-          if (gen !== this.gen) return;
-          if (r.reset) this.applyReset(r.reset);
-          store.epoch = r.epoch;
-          for (const rec of r.records || []) store.add(rec);
-          this.flushRows();
-          if (r.damage) {
-            this.status(`This journal is damaged; records up to the damage are shown. ${r.damage}`, 'error');
-            return;
-          }
-          if (!r.more) break;
-        }
         const p = { session_id: id, since_seq: store.lastSeq };
         if (store.epoch !== null) p.epoch = store.epoch;
         const s = await app.conn.call('session.subscribe', p);
@@ -901,9 +888,29 @@
         store.epoch = s.epoch;
         this.sub = s.sub;
       } catch (e) {
-        if (gen === this.gen && e.code !== -1) this.status(`Cannot follow this session: ${e.message}`, 'error');
+        if (gen !== this.gen || e.code === -1) return;
+        if (e.code === -32006) await this.readDamaged(gen, id);
+        else this.status(`Cannot follow this session: ${e.message}`, 'error');
       } finally {
         if (gen === this.gen) this.following = false;
+      }
+    },
+
+    /** Reads a damaged journal's records (those before the damage). */
+    async readDamaged(gen, id) {
+      for (;;) {
+        const params = { session_id: id, since_seq: store.lastSeq, limit: READ_PAGE };
+        if (store.epoch !== null) params.epoch = store.epoch;
+        const r = await app.conn.call('journal.read', params);
+        if (gen !== this.gen) return;
+        if (r.reset) this.applyReset(r.reset);
+        store.epoch = r.epoch;
+        for (const rec of r.records || []) store.add(rec);
+        this.flushRows();
+        if (r.damage || !r.more) {
+          this.status(`This session's journal is damaged: it is read-only and shows the records before the damage. ${r.damage || ''}`, 'error');
+          return;
+        }
       }
     },
 
