@@ -55,7 +55,9 @@ export class Daemon {
    *  dropped so a developer's settings cannot leak in. */
   env() {
     const env = {};
-    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('R1_') && k !== 'XDG_RUNTIME_DIR') env[k] = v;
+    // No DISPLAY: `r1 ctl open` would start a browser.
+    const drop = new Set(['XDG_RUNTIME_DIR', 'DISPLAY', 'WAYLAND_DISPLAY']);
+    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('R1_') && !drop.has(k)) env[k] = v;
     env.R1_HOME = this.home;
     env.XDG_RUNTIME_DIR = this.runDir;
     env.R1_BIN = this.bin;

@@ -7,6 +7,7 @@
 
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { request as httpRequest } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { Daemon, r1Binary } from './daemon.mjs';
@@ -153,7 +154,7 @@ test('1. the token link opens the console and lists sessions with their state', 
     const state = await row.locator('.state').textContent();
     assert(state === 'running', `${name} shows state ${state}`);
     const meta = await row.locator('.meta').textContent();
-    assert(meta.includes(a.workdir) && meta.includes('shell') && /\d records/.test(meta), `${name} row lacks workdir/driver/records: ${meta}`);
+    assert(meta.includes(a.workdir) && meta.includes('shell') && /\d records?\b/.test(meta), `${name} row lacks workdir/driver/records: ${meta}`);
   }
   assert(page.url() === `${a.origin}/`, `the token is still in the address bar: the page is at ${page.url().replace(a.token, '<token>')}`);
   const kept = await page.evaluate(() => sessionStorage.getItem('r1.console.token'));
@@ -268,12 +269,15 @@ test(`5. ${MANY_SESSIONS.toLocaleString('en')} sessions and a ${TICKS.toLocaleSt
   const b = ctx.b;
   const { bigId, bigLastSeq } = await ctx.bReady;
   assert(bigLastSeq >= TICKS, `the big session has only ${bigLastSeq} records`);
-  const page = await newPage();
-  const t0 = Date.now();
-  await page.goto(b.consoleUrl());
+  // This page has been open since before the sessions were created: the list
+  // grew live from bus events, in batches.
+  const page = ctx.pageB;
   await waitHook(page, 'every session in the list', (s, n) => s.sessionCount === n, MANY_SESSIONS + 1);
   let s = await hook(page);
   assert(s.listRowsInDom > 5 && s.listRowsInDom < 60, `${s.listRowsInDom} session rows in the DOM`);
+  const gets = s.calls['session.get'] || 0;
+  const lists = s.calls['session.list'] || 0;
+  assert(gets + lists < 100, `${gets} session.get and ${lists} session.list calls for ${MANY_SESSIONS + 1} new sessions: updates are not batched`);
   await waitVisible(page.locator('#session-count', { hasText: '(1,001)' }), 'the session count');
 
   // Keyboard: End goes to the last session, which is then rendered and in view.
@@ -281,7 +285,13 @@ test(`5. ${MANY_SESSIONS.toLocaleString('en')} sessions and a ${TICKS.toLocaleSt
   await list.focus();
   await list.press('End');
   const all = (await b.rpc('session.list', {})).sessions;
-  all.sort((x, y) => (x.started_at < y.started_at ? 1 : x.started_at > y.started_at ? -1 : x.id < y.id ? -1 : 1));
+  // The page's order: newest first, then name, then id, descending.
+  const key = (x) => [x.started_at, x.name || '', x.id];
+  all.sort((x, y) => {
+    const [kx, ky] = [key(x), key(y)];
+    for (let i = 0; i < 3; i++) if (kx[i] !== ky[i]) return kx[i] < ky[i] ? 1 : -1;
+    return 0;
+  });
   const last = all[all.length - 1];
   const lastRow = page.locator(`#session-list .srow.active[data-session-id="${last.id}"]`);
   await waitVisible(lastRow, 'the last session row after End');
@@ -294,6 +304,7 @@ test(`5. ${MANY_SESSIONS.toLocaleString('en')} sessions and a ${TICKS.toLocaleSt
 
   // The big session: replayed whole, rendered a screenful at a time.
   await page.locator('#filter').fill('big');
+  const t0 = Date.now();
   await page.locator('#session-list .srow', { hasText: 'big' }).click();
   await waitHook(page, `all ${bigLastSeq} records`, (st, n) => st.recordCount === n && st.sub !== null, bigLastSeq, 30000);
   const loadMs = Date.now() - t0;
@@ -316,7 +327,7 @@ test(`5. ${MANY_SESSIONS.toLocaleString('en')} sessions and a ${TICKS.toLocaleSt
   await waitVisible(page.locator('#log .lrow', { hasText: 'session ended (ok)' }), 'the last record after End');
   s = await hook(page);
   assert(s.logRowsInDom < 150, `${s.logRowsInDom} log rows in the DOM after scrolling`);
-  console.log(`    (1,001 sessions + ${bigLastSeq.toLocaleString('en')} records loaded in ${loadMs} ms)`);
+  console.log(`    (${bigLastSeq.toLocaleString('en')} records replayed in ${loadMs} ms; ${gets} session.get and ${lists} session.list calls for the list)`);
 }, { timeoutMs: 90000 });
 
 test('6. no page broke the CSP, and the token is in no daemon log', async () => {
@@ -327,6 +338,46 @@ test('6. no page broke the CSP, and the token is in no daemon log', async () => 
     assert(!log.includes(d.token), `the token is in ${d.home}/log/r1.log`);
   }
 });
+
+test('7. the console is served with its types, a strict CSP, the shared headers and the pins', async () => {
+  const a = ctx.a;
+  const get = (path, headers = {}, method = 'GET') => new Promise((resolvePromise, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port: a.port, path, method, headers: { Host: `127.0.0.1:${a.port}`, ...headers } }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolvePromise({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  const types = { '/': 'text/html; charset=utf-8', '/console/app.js': 'text/javascript; charset=utf-8', '/console/app.css': 'text/css; charset=utf-8', '/console/icon.svg': 'image/svg+xml' };
+  for (const [path, type] of Object.entries(types)) {
+    for (const host of [`127.0.0.1:${a.port}`, `localhost:${a.port}`, `[::1]:${a.port}`]) {
+      const r = await get(path, { Host: host, Origin: `http://${host.startsWith('[') ? 'localhost' : host.split(':')[0]}:${a.port}` });
+      assert(r.status === 200, `${path} with Host ${host}: ${r.status}`);
+      assert(r.headers['content-type'] === type, `${path}: content-type ${r.headers['content-type']}`);
+      assert(r.headers.vary === 'Origin' && r.headers['cache-control'] === 'no-store' && r.headers['x-content-type-options'] === 'nosniff', `${path}: shared headers missing: ${JSON.stringify(r.headers)}`);
+      const csp = r.headers['content-security-policy'] || '';
+      assert(csp.includes("default-src 'none'") && csp.includes("script-src 'self'") && csp.includes(`connect-src 'self' ws://127.0.0.1:${a.port} ws://localhost:${a.port}`) && csp.includes("frame-ancestors 'none'"), `${path}: CSP ${csp}`);
+      assert(!csp.includes('unsafe'), `${path}: CSP allows unsafe sources`);
+      assert(r.headers['x-frame-options'] === 'DENY' && r.headers['referrer-policy'] === 'no-referrer', `${path}: framing/referrer headers missing`);
+      assert(r.body.length > 100, `${path}: empty body`);
+    }
+  }
+  for (const [why, path, headers, want] of [
+    ['a foreign Host (DNS rebinding)', '/', { Host: `evil.example:${a.port}` }, 403],
+    ['another port in Host', '/', { Host: `127.0.0.1:${a.port + 1}` }, 403],
+    ['a foreign Origin', '/', { Origin: 'http://evil.example' }, 403],
+    ['an unknown asset', '/console/nope.js', {}, 404],
+    ['a path outside the console', '/index.html', {}, 404],
+  ]) {
+    const r = await get(path, headers);
+    assert(r.status === want, `${why}: ${r.status}, want ${want}`);
+    assert(r.headers.vary === 'Origin' && r.headers['cache-control'] === 'no-store' && r.headers['x-content-type-options'] === 'nosniff', `${why}: shared headers missing`);
+  }
+  const post = await get('/', {}, 'POST');
+  assert(post.status === 405 && /GET/.test(post.headers.allow || ''), `POST /: ${post.status} allow ${post.headers.allow}`);
+}, { needs: ['1.'] });
 
 // ------------------------------------------------------------------- runner
 
@@ -347,6 +398,9 @@ async function main() {
     executablePath: chromiumPath,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
+  // A console on daemon B watches its sessions being created (test 5).
+  ctx.pageB = await newPage();
+  await ctx.pageB.goto(ctx.b.consoleUrl());
 
   let passed = 0;
   let failed = 0;

@@ -76,6 +76,10 @@
     return `${m} min ${Math.round((ms % 60000) / 1000)} s`;
   }
 
+  function plural(n, word) {
+    return `${n.toLocaleString()} ${word}${n === 1 ? '' : 's'}`;
+  }
+
   function relTime(iso) {
     const t = Date.parse(iso || '');
     if (!isFinite(t)) return 'never';
@@ -151,6 +155,7 @@
       this.stopped = false;
       this.status = 'connecting';
       this.connects = 0;
+      this.calls = {}; // method → count (the test hook shows it)
     }
 
     start() {
@@ -284,6 +289,7 @@
           reject(new RpcError(`${method} timed out`, -2));
         }, timeoutMs);
         this.pending.set(id, { resolve, reject, timer });
+        this.calls[method] = (this.calls[method] || 0) + 1;
         ws.send(JSON.stringify({ jsonrpc: '2.0', id, method, params: params || {} }));
       });
     }
@@ -342,8 +348,10 @@
 
   // ----------------------------------------------------------- virtual list
 
-  /** A scrolling container that holds only the rows in view. `count()` says how
-   *  many rows there are and `paint(node, index)` fills a pooled row node. */
+  /** A scrolling container that holds only the rows in view. `count` says how
+   *  many rows there are and `paint(node, index)` fills a pooled row node.
+   *  The viewport height and scroll offset are cached (from ResizeObserver and
+   *  scroll events), so a frame that appends rows forces at most one layout. */
   class VirtualList {
     constructor(container, rowHeight, makeRow, paint) {
       this.box = container;
@@ -355,9 +363,18 @@
       this.count = 0;
       this.pool = [];
       this.first = 0;
+      this.top = 0;
+      this.viewH = container.clientHeight;
       this.schedule = frameScheduler(() => this.render());
-      container.addEventListener('scroll', () => this.schedule(), { passive: true });
-      new ResizeObserver(() => this.schedule()).observe(container);
+      container.addEventListener('scroll', () => {
+        this.top = container.scrollTop;
+        this.schedule();
+      }, { passive: true });
+      new ResizeObserver((entries) => {
+        for (const e of entries) this.viewH = e.contentRect.height;
+        this.top = container.scrollTop;
+        this.schedule();
+      }).observe(container);
     }
 
     setCount(n) {
@@ -365,58 +382,62 @@
       this.schedule();
     }
 
-    totalPx() {
-      return Math.min(this.count * this.rowH, MAX_SCROLL_PX);
+    totalPx(count = this.count) {
+      return Math.min(count * this.rowH, MAX_SCROLL_PX);
     }
 
     /** First visible row (fractional) for the current scroll position. */
     firstExact() {
-      const view = this.box.clientHeight;
       const real = this.count * this.rowH;
-      if (real <= MAX_SCROLL_PX) return this.box.scrollTop / this.rowH;
-      const span = Math.max(1, this.totalPx() - view);
-      const rowsSpan = Math.max(0, this.count - view / this.rowH);
-      return (Math.min(this.box.scrollTop, span) / span) * rowsSpan;
+      if (real <= MAX_SCROLL_PX) return this.top / this.rowH;
+      const span = Math.max(1, this.totalPx() - this.viewH);
+      const rowsSpan = Math.max(0, this.count - this.viewH / this.rowH);
+      return (Math.min(this.top, span) / span) * rowsSpan;
     }
 
     /** Scroll offset that puts row `i` at the top. */
     offsetOf(i) {
-      const view = this.box.clientHeight;
       const real = this.count * this.rowH;
       if (real <= MAX_SCROLL_PX) return i * this.rowH;
-      const span = Math.max(1, this.totalPx() - view);
-      const rowsSpan = Math.max(1, this.count - view / this.rowH);
+      const span = Math.max(1, this.totalPx() - this.viewH);
+      const rowsSpan = Math.max(1, this.count - this.viewH / this.rowH);
       return (i / rowsSpan) * span;
     }
 
+    /** Whether the view shows the last row (as last rendered). */
     atEnd() {
-      return this.box.scrollTop + this.box.clientHeight >= this.box.scrollHeight - this.rowH;
+      return this.top + this.viewH >= this.totalPx() - this.rowH;
+    }
+
+    setTop(px) {
+      const max = Math.max(0, this.totalPx() - this.viewH);
+      this.top = Math.max(0, Math.min(px, max));
+      this.spacer.style.height = `${this.totalPx()}px`;
+      this.box.scrollTop = this.top;
+      this.schedule();
     }
 
     scrollToEnd() {
-      this.spacer.style.height = `${this.totalPx()}px`;
-      this.box.scrollTop = this.box.scrollHeight;
-      this.schedule();
+      this.setTop(Infinity);
     }
 
     /** Scrolls the least needed to show row `i` whole. */
     reveal(i) {
-      const view = this.box.clientHeight;
       const top = this.offsetOf(i);
-      if (top < this.box.scrollTop) this.box.scrollTop = top;
-      else if (top + this.rowH > this.box.scrollTop + view) this.box.scrollTop = top + this.rowH - view;
+      if (top < this.top) this.setTop(top);
+      else if (top + this.rowH > this.top + this.viewH) this.setTop(top + this.rowH - this.viewH);
       this.schedule();
     }
 
     visibleCount() {
-      return Math.max(1, Math.floor(this.box.clientHeight / this.rowH));
+      return Math.max(1, Math.floor(this.viewH / this.rowH));
     }
 
     render() {
       this.spacer.style.height = `${this.totalPx()}px`;
       const exact = this.firstExact();
       const first = Math.max(0, Math.floor(exact) - OVERSCAN);
-      const want = Math.min(this.count - first, Math.ceil(this.box.clientHeight / this.rowH) + 2 * OVERSCAN + 1);
+      const want = Math.min(this.count - first, Math.ceil(this.viewH / this.rowH) + 2 * OVERSCAN + 1);
       const n = Math.max(0, want);
       while (this.pool.length < n) {
         const r = this.makeRow();
@@ -425,7 +446,7 @@
       }
       while (this.pool.length > n) this.pool.pop().remove();
       // Where row `first` sits in the scrolled content.
-      const top = this.box.scrollTop - (exact - first) * this.rowH;
+      const top = this.top - (exact - first) * this.rowH;
       this.rows.style.transform = `translateY(${Math.max(0, top)}px)`;
       this.first = first;
       for (let k = 0; k < n; k++) this.paint(this.pool[k], first + k);
@@ -433,6 +454,17 @@
   }
 
   // ------------------------------------------------------------ sessions list
+
+  /** Newest first. started_at has whole seconds, so sessions started in the
+   *  same second go by name (then id), descending, which keeps numbered names
+   *  newest first too and the order stable. */
+  function newestFirst(a, b) {
+    if (a.started_at !== b.started_at) return a.started_at < b.started_at ? 1 : -1;
+    const an = a.name || '';
+    const bn = b.name || '';
+    if (an !== bn) return an < bn ? 1 : -1;
+    return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
+  }
 
   const sessions = {
     byId: new Map(),
@@ -502,7 +534,7 @@
       meta.textContent = '';
       meta.append(
         el('span', 'mono', s.workdir || ''),
-        ` · ${s.driver || ''} · ${Number(s.record_count ?? s.last_seq ?? 0).toLocaleString()} records · ${relTime(s.last_activity || s.started_at)}`,
+        ` · ${s.driver || ''} · ${plural(Number(s.record_count ?? s.last_seq ?? 0), 'record')} · ${relTime(s.last_activity || s.started_at)}`,
       );
     },
 
@@ -589,8 +621,7 @@
         if (!f) return true;
         return [s.id, s.name, s.workdir, s.driver, s.state].some((v) => v && String(v).toLowerCase().includes(f));
       });
-      // Newest first; ids break ties so the order is stable.
-      all.sort((a, b) => (a.started_at < b.started_at ? 1 : a.started_at > b.started_at ? -1 : a.id < b.id ? -1 : 1));
+      all.sort(newestFirst);
       this.order = all.map((s) => s.id);
       this.activeIndex = activeId ? this.order.indexOf(activeId) : -1;
       $('session-count').textContent = `(${this.byId.size.toLocaleString()})`;
@@ -599,7 +630,7 @@
       if (view.id) view.renderHead();
     },
 
-    /** A bus event named a session: refresh it soon, batched with others. */
+    /** Refresh a session soon (after an action on it), batched with others. */
     touch(id) {
       if (id) this.dirty.add(id);
       else this.needFullList = true;
@@ -635,23 +666,45 @@
       }
     },
 
+    /** Bus events carry enough to update the list at once with no call; a
+     *  session.list a little later (one per burst) brings the exact figures. */
     onBusEvent(p) {
-      const id = p.data && p.data.session_id;
+      const d = p.data || {};
+      const id = d.session_id;
       switch (p.kind) {
         case 'session.created':
+          if (id && !this.byId.has(id)) {
+            this.upsert({ id, name: d.name ?? null, workdir: d.workdir, driver: d.driver, state: 'running', started_at: String(p.at || '').replace(/\.\d+Z$/, 'Z'), last_seq: 1, record_count: 1, last_activity: p.at });
+          }
+          this.reconcileSoon();
+          break;
         case 'session.ended':
-          this.touch(id);
+          if (id) this.patch(id, { state: 'ended', last_activity: p.at });
+          this.reconcileSoon();
           break;
         case 'session.deleted':
           if (id) this.remove(id);
           if (id && id === view.id) view.status('This session was deleted.', 'error');
           break;
         case 'daemon.reloaded':
-          this.touch(null);
+          this.reconcileSoon();
           break;
         default:
           break;
       }
+    },
+
+    /** One session.list after a burst of bus events: 300 ms after the last
+     *  one, but at least every 2 s while they keep coming. */
+    reconcileSoon() {
+      const now = Date.now();
+      if (!this.burstStart) this.burstStart = now;
+      clearTimeout(this.reconcileTimer);
+      const wait = Math.max(0, Math.min(300, this.burstStart + 2000 - now));
+      this.reconcileTimer = setTimeout(() => {
+        this.burstStart = 0;
+        this.refreshAll();
+      }, wait);
     },
   };
   sessions.reorder = frameScheduler(() => sessions.doReorder());
@@ -799,6 +852,8 @@
     list: null,
     cancelArmed: null,
     pendingRows: 0,
+    pendingFields: {}, // list fields the live records changed, applied per frame
+    pendingToolEnd: null,
 
     init() {
       this.list = new VirtualList($('log'), LOG_ROW_H, () => this.makeRow(), (n, i) => this.paint(n, i));
@@ -854,29 +909,48 @@
       this.cancelArmed = null;
       store.reset();
       this.pendingRows = 0;
+      this.pendingFields = {};
+      this.pendingToolEnd = null;
       $('jump').hidden = true;
       $('view-empty').hidden = true;
       $('view').hidden = false;
       this.status('');
       this.renderHead();
       this.list.setCount(0);
-      this.list.box.scrollTop = 0;
+      this.list.setTop(0);
       if (old !== null && app.conn) app.conn.call('session.unsubscribe', { sub: old }).catch(() => {});
       await this.follow();
       $('send-input').focus();
     },
 
-    /** Subscribes from the last seq seen, with its epoch: the daemon replays
-     *  what this view lacks from disk, then streams live records, so the view
-     *  continues with no gap and no duplicate. Used on open (from seq 0) and
-     *  after every reconnection. A damaged journal cannot be subscribed to: its
-     *  records up to the damage are read page by page instead. */
+    /** Brings the view up to date and keeps it there: reads what it lacks in
+     *  journal.read pages (one message per few thousand records, far cheaper
+     *  than one notification each when replaying a long session), then
+     *  subscribes from the last seq seen, with its epoch, so the daemon sends
+     *  everything after it exactly once: no gap, no duplicate. Used on open
+     *  (from seq 0) and after every reconnection. A damaged journal cannot be
+     *  subscribed to; the records before the damage stay readable. */
     async follow() {
       const gen = this.gen;
       const id = this.id;
       if (!id || !app.conn || app.conn.status !== 'open') return;
       this.following = true;
       try {
+        for (;;) {
+          const params = { session_id: id, since_seq: store.lastSeq, limit: READ_PAGE };
+          if (store.epoch !== null) params.epoch = store.epoch;
+          const r = await app.conn.call('journal.read', params);
+          if (gen !== this.gen) return;
+          if (r.reset) this.applyReset(r.reset);
+          store.epoch = r.epoch;
+          for (const rec of r.records || []) store.add(rec);
+          this.flushRows();
+          if (r.damage) {
+            this.status(`This session's journal is damaged: it is read-only and shows the records before the damage. ${r.damage}`, 'error');
+            return;
+          }
+          if (!r.more) break;
+        }
         const p = { session_id: id, since_seq: store.lastSeq };
         if (store.epoch !== null) p.epoch = store.epoch;
         const s = await app.conn.call('session.subscribe', p);
@@ -888,29 +962,9 @@
         store.epoch = s.epoch;
         this.sub = s.sub;
       } catch (e) {
-        if (gen !== this.gen || e.code === -1) return;
-        if (e.code === -32006) await this.readDamaged(gen, id);
-        else this.status(`Cannot follow this session: ${e.message}`, 'error');
+        if (gen === this.gen && e.code !== -1) this.status(`Cannot follow this session: ${e.message}`, 'error');
       } finally {
         if (gen === this.gen) this.following = false;
-      }
-    },
-
-    /** Reads a damaged journal's records (those before the damage). */
-    async readDamaged(gen, id) {
-      for (;;) {
-        const params = { session_id: id, since_seq: store.lastSeq, limit: READ_PAGE };
-        if (store.epoch !== null) params.epoch = store.epoch;
-        const r = await app.conn.call('journal.read', params);
-        if (gen !== this.gen) return;
-        if (r.reset) this.applyReset(r.reset);
-        store.epoch = r.epoch;
-        for (const rec of r.records || []) store.add(rec);
-        this.flushRows();
-        if (r.damage || !r.more) {
-          this.status(`This session's journal is damaged: it is read-only and shows the records before the damage. ${r.damage || ''}`, 'error');
-          return;
-        }
       }
     },
 
@@ -921,21 +975,24 @@
       this.list.setCount(store.rowText.length);
     },
 
+    /** One record of the live stream. Only the store is touched here; the
+     *  list row, the header and the rows are updated once per frame, however
+     *  many records arrived in it. */
     onEvent(p) {
       if (p.sub !== this.sub || p.sub === null) return;
       if (!store.add(p)) return;
-      const fields = { last_seq: p.seq, record_count: p.seq, last_activity: p.at };
+      const f = this.pendingFields;
+      f.last_seq = p.seq;
+      f.record_count = p.seq;
+      f.last_activity = p.at;
       switch (p.kind) {
-        case 'session.paused': fields.state = 'paused'; break;
-        case 'session.resumed': fields.state = 'running'; break;
-        case 'session.ended': fields.state = 'ended'; break;
-        case 'session.reattached': fields.state = 'paused-reattachable'; break;
-        case 'tool.end':
-          this.announce(p.data || {});
-          break;
+        case 'session.paused': f.state = 'paused'; break;
+        case 'session.resumed': f.state = 'running'; break;
+        case 'session.ended': f.state = 'ended'; break;
+        case 'session.reattached': f.state = 'paused-reattachable'; break;
+        case 'tool.end': this.pendingToolEnd = p.data || {}; break;
         default: break;
       }
-      sessions.patch(this.id, fields);
       this.flushRows();
     },
 
@@ -947,6 +1004,15 @@
     },
 
     afterAppend() {
+      if (this.pendingFields.last_seq !== undefined) {
+        const f = this.pendingFields;
+        this.pendingFields = {};
+        sessions.patch(this.id, f);
+      }
+      if (this.pendingToolEnd) {
+        this.announce(this.pendingToolEnd);
+        this.pendingToolEnd = null;
+      }
       const before = this.list.count;
       const pinned = before === 0 || this.list.atEnd();
       this.list.count = store.rowText.length;
@@ -1202,6 +1268,7 @@
       get instanceId() { return app.instanceId; },
       get restarts() { return app.restarts; },
       get connects() { return app.conn ? app.conn.connects : 0; },
+      get calls() { return app.conn ? { ...app.conn.calls } : {}; },
       get banner() { return banner.node.hidden ? '' : banner.text.textContent; },
       get banners() { return banner.history.slice(); },
       get sessionCount() { return sessions.byId.size; },
