@@ -379,6 +379,38 @@ test('7. the console is served with its types, a strict CSP, the shared headers 
   assert(post.status === 405 && /GET/.test(post.headers.allow || ''), `POST /: ${post.status} allow ${post.headers.allow}`);
 }, { needs: ['1.'] });
 
+test('8. a session started from the page can be paused, resumed and cancelled', async () => {
+  const a = ctx.a;
+  const page = await newPage();
+  await page.goto(a.consoleUrl());
+  await waitVisible(page.locator('#session-list .srow', { hasText: 'alpha' }), 'the session list');
+  await page.locator('#start-workdir').fill(a.workdir);
+  await page.locator('#start-workdir').press('Enter');
+  await waitHook(page, 'the new session to open', (s) => s.viewId !== null && s.sub !== null);
+  const { viewId } = await hook(page);
+  const state = page.locator('#view-state');
+  await waitVisible(state.filter({ hasText: 'running' }), 'the new session running');
+  // Keyboard only: Tab to the button, Enter presses it.
+  await page.locator('#act-pause').focus();
+  await page.keyboard.press('Enter');
+  await waitVisible(state.filter({ hasText: 'paused' }), 'paused');
+  await waitVisible(page.locator('#log .lrow', { hasText: 'paused by user' }), 'the paused record');
+  assert((await a.rpc('session.get', { session_id: viewId })).state === 'paused', 'the daemon does not see it paused');
+  await page.locator('#act-resume').click();
+  await waitVisible(state.filter({ hasText: 'running' }), 'running again');
+  await waitVisible(page.locator('#log .lrow', { hasText: 'resumed' }), 'the resumed record');
+  // Cancel takes a second press.
+  await page.locator('#act-cancel').click();
+  await waitVisible(page.locator('#act-cancel', { hasText: 'Press again' }), 'the cancel confirmation');
+  assert((await a.rpc('session.get', { session_id: viewId })).state === 'running', 'one press cancelled the session');
+  await page.locator('#act-cancel').click();
+  await waitVisible(state.filter({ hasText: 'ended' }), 'ended');
+  await waitVisible(page.locator('#log .lrow', { hasText: 'session ended (cancelled)' }), 'the ended record');
+  assert(await page.locator('#send-input').isDisabled(), 'an ended session still takes input');
+  const row = page.locator(`#session-list .srow[data-session-id="${viewId}"] .state`);
+  await waitVisible(row.filter({ hasText: 'ended' }), 'the list row to show ended');
+}, { needs: ['1.'] });
+
 // ------------------------------------------------------------------- runner
 
 async function main() {
