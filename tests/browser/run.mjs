@@ -330,16 +330,8 @@ test(`5. ${MANY_SESSIONS.toLocaleString('en')} sessions and a ${TICKS.toLocaleSt
   console.log(`    (${bigLastSeq.toLocaleString('en')} records replayed in ${loadMs} ms; ${gets} session.get and ${lists} session.list calls for the list)`);
 }, { timeoutMs: 90000 });
 
-test('6. no page broke the CSP, and the token is in no daemon log', async () => {
-  assert(ctx.problems.length === 0, `page problems:\n  ${ctx.problems.join('\n  ')}`);
-  for (const d of [ctx.a, ctx.b]) {
-    const log = d.logText();
-    assert(log.length > 0, `no log at ${d.home}`);
-    assert(!log.includes(d.token), `the token is in ${d.home}/log/r1.log`);
-  }
-});
 
-test('7. the console is served with its types, a strict CSP, the shared headers and the pins', async () => {
+test('6. the console is served with its types, a strict CSP, the shared headers and the pins', async () => {
   const a = ctx.a;
   const get = (path, headers = {}, method = 'GET') => new Promise((resolvePromise, reject) => {
     const req = httpRequest({ host: '127.0.0.1', port: a.port, path, method, headers: { Host: `127.0.0.1:${a.port}`, ...headers } }, (res) => {
@@ -379,7 +371,7 @@ test('7. the console is served with its types, a strict CSP, the shared headers 
   assert(post.status === 405 && /GET/.test(post.headers.allow || ''), `POST /: ${post.status} allow ${post.headers.allow}`);
 }, { needs: ['1.'] });
 
-test('8. a session started from the page can be paused, resumed and cancelled', async () => {
+test('7. a session started from the page can be paused, resumed and cancelled', async () => {
   const a = ctx.a;
   const page = await newPage();
   await page.goto(a.consoleUrl());
@@ -410,6 +402,49 @@ test('8. a session started from the page can be paused, resumed and cancelled', 
   const row = page.locator(`#session-list .srow[data-session-id="${viewId}"] .state`);
   await waitVisible(row.filter({ hasText: 'ended' }), 'the list row to show ended');
 }, { needs: ['1.'] });
+
+test('8. records cut by a journal repair are dropped from the view (reset) and the stream goes on', async () => {
+  // A crash that tore the journal's tail: while the daemon is down, the last
+  // records of alpha (which the page has shown) are cut and a torn half line
+  // left. Recovery keeps the good prefix and starts a new epoch; the page,
+  // resubscribing with the old epoch, gets `reset` and must drop what was cut.
+  const page = ctx.page;
+  const a = ctx.a;
+  const before = await hook(page);
+  assert(before.viewId === ctx.alphaId && before.lastSeq > 5, 'the alpha session is not open');
+  await a.stop();
+  await waitHook(page, 'the page to notice the daemon is gone', (s) => s.status !== 'open');
+  const dir = join(a.home, 'sessions', ctx.alphaId);
+  const file = join(dir, 'journal.ndjson');
+  const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean);
+  const kept = lines.slice(0, -3);
+  const lastGood = JSON.parse(kept[kept.length - 1]).seq;
+  writeFileSync(file, `${kept.join('\n')}\n{"v":1,"seq":${lastGood + 1},"crc":"0000`);
+  rmSync(join(dir, 'clean'), { force: true });
+  await a.start();
+  await waitHook(page, 'a reconnection to the restarted daemon', (s, id) => s.status === 'open' && s.instanceId === id && s.sub !== null, a.instanceId);
+  await waitVisible(page.locator('#view-status', { hasText: `records after seq ${lastGood} were replaced` }), 'the repair notice');
+  const server = await a.rpc('session.get', { session_id: ctx.alphaId });
+  await waitHook(page, 'the repaired journal in the view', (s, n) => s.lastSeq === n, server.last_seq);
+  const seqs = await page.evaluate(() => window.__r1state.seqs());
+  seqs.forEach((q, i) => assert(q === i + 1, `record ${i} has seq ${q} after the reset`));
+  const after = await hook(page);
+  assert(after.epoch === server.epoch && after.epoch !== before.epoch, 'the view did not move to the new epoch');
+  // What the view shows for the reused seqs is what the journal now holds.
+  const journal = await a.rpc('journal.read', { session_id: ctx.alphaId, since_seq: lastGood, limit: 10 });
+  assert(journal.records[0].kind === 'journal.repaired', `seq ${lastGood + 1} is ${journal.records[0].kind}`);
+  await waitVisible(page.locator(`#log .lrow[data-seq="${lastGood + 1}"]`, { hasText: 'journal repaired' }), 'the journal.repaired row at the reused seq');
+  await screenshot(page, '08-journal-repaired', ['journal repaired', `records after seq ${lastGood} were replaced`]);
+}, { needs: ['3.'] });
+
+test('9. no page broke the CSP, and the token is in no daemon log', async () => {
+  assert(ctx.problems.length === 0, `page problems:\n  ${ctx.problems.join('\n  ')}`);
+  for (const d of [ctx.a, ctx.b]) {
+    const log = d.logText();
+    assert(log.length > 0, `no log at ${d.home}`);
+    assert(!log.includes(d.token), `the token is in ${d.home}/log/r1.log`);
+  }
+});
 
 // ------------------------------------------------------------------- runner
 
