@@ -437,7 +437,16 @@ test('8. records cut by a journal repair are dropped from the view (reset) and t
   await screenshot(page, '08-journal-repaired', ['journal repaired', `records after seq ${lastGood} were replaced`]);
 }, { needs: ['3.'] });
 
-test('9. no page broke the CSP, and the token is in no daemon log', async () => {
+test('9. a token rotated while the page is open sends it back to sign-in', async () => {
+  const page = ctx.page;
+  await waitHook(page, 'the page to be connected', (s) => s.status === 'open');
+  await ctx.a.ctl('rotate-token');
+  await waitVisible(page.locator('#signin-msg', { hasText: 'rotated' }), 'the rotated-token message');
+  assert((await page.evaluate(() => sessionStorage.getItem('r1.console.token'))) === null, 'the dead token is kept');
+  assert((await hook(page)).status === 'signedout', 'the page still tries to connect');
+}, { needs: ['1.'] });
+
+test('10. no page broke the CSP, and the token is in no daemon log', async () => {
   assert(ctx.problems.length === 0, `page problems:\n  ${ctx.problems.join('\n  ')}`);
   for (const d of [ctx.a, ctx.b]) {
     const log = d.logText();
