@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use sha2::Sha256;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -31,8 +29,7 @@ use crate::discovery::Discovery;
 use crate::error::{Error, ErrorKind, Result};
 use crate::token::{self, Token};
 
-/// The WebSocket subprotocol that carries the bearer token.
-pub const BEARER_PROTOCOL: &str = "r1.bearer";
+pub use crate::server::gate::BEARER_PROTOCOL;
 /// Largest message accepted (DESIGN §4).
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Largest `/v1/hello` body read.
@@ -57,6 +54,12 @@ pub struct WsOptions {
     pub reconnect_for: Duration,
     /// A name for the daemon's log.
     pub client_name: Option<String>,
+    /// Skip the `/v1/hello` proof check (default `false`). The daemon keys its
+    /// proof with the **master** token, so the holder of a scoped token (from
+    /// `daemon.mint_token`) cannot check it; such a client sets this and sends its
+    /// short-lived, narrow token without that check. Never set it for the master
+    /// token.
+    pub skip_hello_proof: bool,
 }
 
 impl WsOptions {
@@ -70,6 +73,7 @@ impl WsOptions {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             reconnect_for: DEFAULT_RECONNECT_FOR,
             client_name: None,
+            skip_hello_proof: false,
         }
     }
 
@@ -107,6 +111,11 @@ impl WsOptions {
         self.client_name = Some(name.into());
         self
     }
+    /// Sets [`skip_hello_proof`](Self::skip_hello_proof) (scoped tokens only).
+    pub fn skip_hello_proof(mut self, skip: bool) -> Self {
+        self.skip_hello_proof = skip;
+        self
+    }
 }
 
 /// Connects over WebSocket after checking the server's `/v1/hello` proof.
@@ -120,24 +129,11 @@ pub async fn dial_ws(opts: WsOptions) -> Result<Client> {
     Ok(Client::from_conn(conn, Dialer::Ws(opts)))
 }
 
-/// HMAC-SHA256 keyed with the token's bytes over the nonce's bytes (as sent, hex
-/// text) followed by the instance id's bytes, as lowercase hex: the `/v1/hello`
-/// proof (DESIGN §4). The server computes the same.
-pub fn hello_proof(token: &Token, nonce: &str, instance_id: &str) -> Result<String> {
-    Ok(hex::encode(
-        proof_mac(token, nonce, instance_id)?
-            .finalize()
-            .into_bytes(),
-    ))
-}
-
-fn proof_mac(token: &Token, nonce: &str, instance_id: &str) -> Result<Hmac<Sha256>> {
-    // HMAC takes keys of any length; the error case exists only in the signature.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(token.expose().as_bytes())
-        .map_err(|e| Error::internal(format!("hmac key rejected: {e}")))?;
-    mac.update(nonce.as_bytes());
-    mac.update(instance_id.as_bytes());
-    Ok(mac)
+/// The `/v1/hello` proof for `token`: lowercase hex HMAC-SHA256 keyed with the
+/// token's text over the nonce's text (as sent) followed by the instance id (DESIGN
+/// §4). The same function the daemon answers with ([`crate::server::rest::hello_proof`]).
+pub fn hello_proof(token: &Token, nonce: &str, instance_id: &str) -> String {
+    crate::server::rest::hello_proof(token.expose(), nonce, instance_id)
 }
 
 /// `host:port` as the `Host` header and URL want it (`[::1]:port` for IPv6).
@@ -227,12 +223,15 @@ async fn check_hello(authority: &str, token: &Token, budget: Duration) -> Result
             ));
         }
     };
-    let proof = hex::decode(answer.proof.trim()).unwrap_or_default();
-    // Constant-time comparison (`verify_slice`).
-    if proof_mac(token, &nonce, &answer.instance_id)?
-        .verify_slice(&proof)
-        .is_err()
-    {
+    let expected = hello_proof(token, &nonce, &answer.instance_id);
+    let presented = answer.proof.trim().to_ascii_lowercase();
+    // Constant time: a timing oracle must not help forge a proof byte by byte.
+    let ok = !expected.is_empty()
+        && bool::from(subtle::ConstantTimeEq::ct_eq(
+            expected.as_bytes(),
+            presented.as_bytes(),
+        ));
+    if !ok {
         return Err(Error::new(
             ErrorKind::Unauthorized,
             format!(
@@ -248,7 +247,11 @@ pub(crate) async fn connect(opts: &WsOptions) -> Result<Conn> {
     let deadline = Instant::now() + opts.timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
     let authority = authority(&opts.host, opts.port)?;
-    let instance = check_hello(&authority, &opts.token, opts.timeout).await?;
+    let instance = if opts.skip_hello_proof {
+        None
+    } else {
+        Some(check_hello(&authority, &opts.token, opts.timeout).await?)
+    };
 
     let stream = tcp(&authority, left()).await?;
     let mut request = format!("ws://{authority}/v1/ws")
@@ -329,7 +332,9 @@ pub(crate) async fn connect(opts: &WsOptions) -> Result<Conn> {
         .with(|line: String| async move { Ok::<_, Error>(Message::text(line)) });
     let link = Link::start(Box::pin(reader), Box::pin(writer), peer);
     let hello = handshake(&link, left(), opts.client_name.as_deref()).await?;
-    if hello.instance_id != instance {
+    if let Some(instance) = instance
+        && hello.instance_id != instance
+    {
         return Err(Error::new(
             ErrorKind::Protocol,
             format!(
@@ -347,14 +352,15 @@ mod tests {
 
     #[test]
     fn proof_is_hmac_of_nonce_then_instance() {
-        // RFC 4231-style check against an independent computation.
+        use hmac::{Hmac, Mac};
         let token = Token::parse(&"ab".repeat(32)).unwrap();
-        let p = hello_proof(&token, "00ff", "1234").unwrap();
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice("ab".repeat(32).as_bytes()).unwrap();
+        let p = hello_proof(&token, "00ff", "1234");
+        let mut mac =
+            <Hmac<sha2::Sha256> as Mac>::new_from_slice("ab".repeat(32).as_bytes()).unwrap();
         mac.update(b"00ff1234");
         assert_eq!(p, hex::encode(mac.finalize().into_bytes()));
         assert_eq!(p.len(), 64);
-        assert_ne!(p, hello_proof(&token, "00ff", "1235").unwrap());
+        assert_ne!(p, hello_proof(&token, "00ff", "1235"));
     }
 
     #[test]
