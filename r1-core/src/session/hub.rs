@@ -1054,7 +1054,7 @@ fn open_bus(home: &Home, writer: &WriterOptions) -> Result<Arc<Journal>> {
 /// Reopens one session from its index entry (daemon start).
 fn reopen_session(cfg: &HubConfig, entry: &IndexEntry) -> Result<Session> {
     let journal_path = cfg.home.journal_path(&entry.id);
-    let (journal, report, damaged): (
+    let (mut journal, report, mut damaged): (
         Option<Arc<Journal>>,
         Option<RecoveryReport>,
         Option<journal::Damage>,
@@ -1079,27 +1079,55 @@ fn reopen_session(cfg: &HubConfig, entry: &IndexEntry) -> Result<Session> {
     let epoch = report
         .as_ref()
         .map_or_else(|| entry.epoch.clone(), |r| r.epoch.clone());
-    let last_seq = report.as_ref().map_or(entry.last_seq, |r| r.last_seq);
+    let mut last_seq = report.as_ref().map_or(entry.last_seq, |r| r.last_seq);
+    let mut record_count = report.as_ref().map_or(0, |r| r.record_count);
+    let mut state = entry.state;
+    let mut open_lanes: BTreeMap<u64, Option<i32>> = BTreeMap::new();
+    if let Some(j) = &journal {
+        let clean = report.as_ref().is_some_and(|r| r.clean);
+        match scan_for_reattach(j.path(), clean, last_seq, entry.driver != "exec") {
+            Ok((true, _)) => state = SessionState::Ended,
+            Ok((false, lanes)) => {
+                state = SessionState::PausedReattachable;
+                open_lanes = lanes;
+            }
+            // Damage before the part recovery's tail check reads (DESIGN §5: a bad
+            // line with good ones after it): this session is read-only; the others,
+            // and the daemon, carry on.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::JournalDamaged | ErrorKind::UnsupportedVersion
+                ) =>
+            {
+                let verified = Reader::open(j.path()).and_then(|mut r| r.verify()).ok();
+                let d = verified
+                    .as_ref()
+                    .and_then(|v| v.damage.clone())
+                    .unwrap_or_else(|| journal::Damage {
+                        line: 0,
+                        offset: 0,
+                        reason: e.message().to_owned(),
+                    });
+                if let Some(v) = &verified {
+                    (last_seq, record_count) = (v.last_seq, v.records);
+                }
+                tracing::warn!(session_id = %entry.id, line = d.line, offset = d.offset, reason = %d.reason, "journal damaged; session is read-only");
+                damaged = Some(d);
+                journal = None;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if journal.is_none() {
+        state = SessionState::Damaged;
+    }
     let reload = ReloadInfo {
-        record_count: report.as_ref().map_or(0, |r| r.record_count),
+        record_count,
         last_seq,
         repaired: report.as_ref().and_then(|r| r.repaired.clone()),
         damage: damaged.clone(),
     };
-    let mut state = entry.state;
-    let mut open_lanes: BTreeMap<u64, Option<i32>> = BTreeMap::new();
-    if journal.is_none() {
-        state = SessionState::Damaged;
-    } else if let Some(j) = &journal {
-        let clean = report.as_ref().is_some_and(|r| r.clean);
-        let (ended, lanes) = scan_for_reattach(j.path(), clean, last_seq, entry.driver != "exec")?;
-        if ended {
-            state = SessionState::Ended;
-        } else {
-            state = SessionState::PausedReattachable;
-            open_lanes = lanes;
-        }
-    }
     if state == SessionState::PausedReattachable
         && let Some(j) = &journal
     {
