@@ -7,3 +7,4 @@ mod common;
 
 mod crash;
 mod damage;
+mod diskfull;

@@ -121,6 +121,9 @@ struct SessionInner {
     open_lanes: BTreeSet<u64>,
     last_seq_hint: u64,
     last_activity: String,
+    /// Why the session is paused after a failed journal write (DESIGN §5); cleared by
+    /// a successful resume.
+    error: Option<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -189,6 +192,7 @@ impl Session {
             "record_count": last_seq,
             "last_activity": inner.last_activity,
             "epoch": self.epoch,
+            "error": inner.error,
         })
     }
 
@@ -223,6 +227,34 @@ impl Session {
             env: self.env.clone(),
             journal_path: self.journal_path.clone(),
         }
+    }
+
+    /// A journal write failed (ENOSPC, EIO …; the journal already cut back to its last
+    /// good offset). DESIGN §5: the session is paused with the error, so nothing more
+    /// is attempted until someone resumes it, and the daemon serves everyone else.
+    /// Returns the error for the caller, with what to do added.
+    fn pause_on_write_error(&self, e: Error) -> Error {
+        if e.kind() != ErrorKind::Io {
+            return e;
+        }
+        let mut inner = self.inner();
+        if matches!(inner.state, SessionState::Running | SessionState::Paused) {
+            inner.state = SessionState::Paused;
+            inner.error = Some(e.message().to_owned());
+            if let Some(c) = &inner.control {
+                let _ = c.send(Control::Pause);
+            }
+        }
+        drop(inner);
+        tracing::error!(session_id = %self.id, error = %e, "journal write failed; session paused");
+        Error::new(
+            ErrorKind::Io,
+            format!(
+                "{}; session {} is paused: free disk space, then resume it",
+                e.message(),
+                self.id
+            ),
+        )
     }
 
     /// Inputs are lanes for drivers that bracket work with `tool.start`/`tool.end`;
@@ -539,6 +571,7 @@ impl Hub {
                 open_lanes: BTreeSet::new(),
                 last_seq_hint: 1,
                 last_activity: time_fmt::now_millis(),
+                error: None,
             }),
             send_lock: tokio::sync::Mutex::new(()),
             gone: watch::channel(false).0,
@@ -599,6 +632,13 @@ impl Hub {
             let mut inner = session.inner();
             inner.inbox = None;
             inner.control = None;
+            if exit.is_err() && inner.error.is_some() && inner.state == SessionState::Paused {
+                // The driver gave up because the journal could not be written: the
+                // session stays paused (not ended); resume restarts the driver and
+                // first records the unfinished inputs as interrupted.
+                tracing::warn!(session_id = %session.id, "driver stopped after a journal write failure; the session stays paused");
+                return;
+            }
             std::mem::take(&mut inner.open_lanes).into_iter().collect()
         };
         let Some(journal) = session.journal.clone() else {
@@ -675,11 +715,20 @@ impl Hub {
                 inner.inbox.clone()
             };
             let Some(inbox) = inbox else {
+                if let Some(why) = session.inner().error.clone() {
+                    // Still the I/O failure's fault: same code as the failed write.
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        format!("{why}; session {id} is paused: free disk space, then resume it"),
+                    ));
+                }
                 return Err(Error::invalid_state(format!(
                     "session {id} has no running driver"
                 )));
             };
-            let record = journal.append_deferred("user.input", &json!({ "text": text }))?;
+            let record = journal
+                .append_deferred("user.input", &json!({ "text": text }))
+                .map_err(|e| session.pause_on_write_error(e))?;
             if session.tracks_lanes() {
                 session.inner().open_lanes.insert(record.seq);
             }
@@ -698,7 +747,8 @@ impl Hub {
         let j = Arc::clone(&journal);
         tokio::task::spawn_blocking(move || j.sync_through(seq))
             .await
-            .map_err(|e| Error::internal(format!("fsync task failed: {e}")))??;
+            .map_err(|e| Error::internal(format!("fsync task failed: {e}")))?
+            .map_err(|e| session.pause_on_write_error(e))?;
         session.inner().last_activity = time_fmt::now_millis();
         Ok(json!({"accepted": true, "seq": seq}))
     }
@@ -734,27 +784,44 @@ impl Hub {
         let session = self.get(id)?;
         let journal = Arc::clone(session.writable()?);
         let _order = session.send_lock.lock().await;
+        let has_driver = session.inner().control.is_some();
         match session.state() {
-            SessionState::Paused => {
-                append(&journal, "session.resumed", json!({})).await?;
+            SessionState::Paused if has_driver => {
+                append(&journal, "session.resumed", json!({}))
+                    .await
+                    .map_err(|e| session.pause_on_write_error(e))?;
                 let mut inner = session.inner();
                 inner.state = SessionState::Running;
+                inner.error = None;
                 if let Some(c) = &inner.control {
                     let _ = c.send(Control::Run);
                 }
             }
+            SessionState::Paused => {
+                // The driver stopped after a journal write failed: restart it, once
+                // the inputs it left unfinished are recorded as interrupted.
+                let factory = self.factory_for(&session)?;
+                let driver = factory.create(&session.spec())?;
+                let open: Vec<u64> = session.inner().open_lanes.iter().copied().collect();
+                for lane in open {
+                    let data = json!({"lane_id": lane, "ok": false, "exit_code": null, "duration_ms": 0, "interrupted": true});
+                    append(&journal, "tool.end", data)
+                        .await
+                        .map_err(|e| session.pause_on_write_error(e))?;
+                    session.inner().open_lanes.remove(&lane);
+                }
+                append(&journal, "session.resumed", json!({"restarted": true}))
+                    .await
+                    .map_err(|e| session.pause_on_write_error(e))?;
+                {
+                    let mut inner = session.inner();
+                    inner.state = SessionState::Running;
+                    inner.error = None;
+                }
+                self.spawn_driver(&session, driver);
+            }
             SessionState::PausedReattachable => {
-                let factory = self
-                    .cfg
-                    .drivers
-                    .get(&session.driver)
-                    .cloned()
-                    .ok_or_else(|| {
-                        Error::invalid_state(format!(
-                            "session {id} needs driver {:?}, which this daemon does not have",
-                            session.driver
-                        ))
-                    })?;
+                let factory = self.factory_for(&session)?;
                 let driver = factory.create(&session.spec())?;
                 append(&journal, "session.resumed", json!({"restarted": true})).await?;
                 session.inner().state = SessionState::Running;
@@ -769,6 +836,19 @@ impl Hub {
         drop(_order);
         self.store_index().await?;
         Ok(json!({"resumed_at": time_fmt::now_seconds()}))
+    }
+
+    fn factory_for(&self, session: &Session) -> Result<Arc<dyn DriverFactory>> {
+        self.cfg
+            .drivers
+            .get(&session.driver)
+            .cloned()
+            .ok_or_else(|| {
+                Error::invalid_state(format!(
+                    "session {} needs driver {:?}, which this daemon does not have",
+                    session.id, session.driver
+                ))
+            })
     }
 
     /// `session.cancel`: ends the session (its driver stops running work first).
@@ -1017,7 +1097,9 @@ impl EmitSink for SessionSink {
             } else {
                 None
             };
-            let rec = append(&journal, &kind, data).await?;
+            let rec = append(&journal, &kind, data)
+                .await
+                .map_err(|e| session.pause_on_write_error(e))?;
             let mut inner = session.inner();
             if let Some(lane) = lane_end {
                 inner.open_lanes.remove(&lane);
@@ -1163,6 +1245,7 @@ fn reopen_session(cfg: &HubConfig, entry: &IndexEntry) -> Result<Session> {
             open_lanes: BTreeSet::new(),
             last_seq_hint: last_seq,
             last_activity,
+            error: None,
         }),
         send_lock: tokio::sync::Mutex::new(()),
         gone: watch::channel(false).0,
