@@ -87,7 +87,11 @@ fn assert_torn(path: &Path, bytes: &[u8], keep: usize, dropped_lines: u64, last_
     assert_eq!(corrupt_files(dir), vec![rep.corrupt_path.clone()]);
     assert_eq!(fs::read(&rep.corrupt_path).unwrap(), &bytes[keep..]);
     assert_eq!(
-        fs::metadata(&rep.corrupt_path).unwrap().permissions().mode() & 0o777,
+        fs::metadata(&rep.corrupt_path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
         0o600
     );
     // The kept prefix is byte-identical, then one journal.repaired record.
@@ -116,7 +120,9 @@ fn assert_torn(path: &Path, bytes: &[u8], keep: usize, dropped_lines: u64, last_
     // Usable, and the new epoch survives a crash (found again without a marker).
     let j = out.journal.expect("writable");
     assert_eq!(
-        j.append("user.input", &json!({"text": "after"})).unwrap().seq,
+        j.append("user.input", &json!({"text": "after"}))
+            .unwrap()
+            .seq,
         last_good_seq + 2
     );
     drop(j);
@@ -138,7 +144,11 @@ fn assert_damaged(path: &Path, bytes: &[u8], line: u64, why: &str) {
     let starts = line_starts(bytes);
     assert_eq!(d.line, line, "{d:?}");
     assert_eq!(d.offset, starts[line as usize - 1] as u64, "{d:?}");
-    assert!(d.reason.contains(why), "reason {:?} lacks {why:?}", d.reason);
+    assert!(
+        d.reason.contains(why),
+        "reason {:?} lacks {why:?}",
+        d.reason
+    );
     assert_eq!(d.error_kind(), ErrorKind::JournalDamaged);
     assert_eq!(out.report.record_count, line - 1);
     assert_eq!(out.report.last_seq, line - 1);
@@ -257,8 +267,13 @@ fn torn_only_line_is_cut_and_journal_restarts() {
     // A crash inside create, before its first record was whole.
     let t = tempfile::tempdir().unwrap();
     let path = t.path().join("journal.ndjson");
-    let line = encode_line(1, "2026-05-02T18:30:00.123Z", "session.created", &json!({"epoch": "e"}))
-        .unwrap();
+    let line = encode_line(
+        1,
+        "2026-05-02T18:30:00.123Z",
+        "session.created",
+        &json!({"epoch": "e"}),
+    )
+    .unwrap();
     let torn = &line.as_bytes()[..line.len() / 2];
     assert_torn(&path, torn, 0, 1, 0);
 }
@@ -377,7 +392,12 @@ fn damage_hidden_in_a_large_journal_is_found_by_verify() {
     let out = open(&path);
     assert!(out.journal.is_some());
     assert_eq!(out.report.last_seq, 400);
-    let d = Reader::open(&path).unwrap().verify().unwrap().damage.unwrap();
+    let d = Reader::open(&path)
+        .unwrap()
+        .verify()
+        .unwrap()
+        .damage
+        .unwrap();
     assert_eq!((d.line, d.offset), (100, s[99] as u64));
     assert!(d.reason.contains("crc mismatch"));
 }
@@ -399,7 +419,11 @@ fn newer_version_is_refused_untouched() {
     assert!(out.journal.is_none());
     let d = out.report.damage.unwrap();
     assert_eq!((d.line, d.offset), (1, 0));
-    assert!(d.reason.contains("v2") && d.reason.contains("v1"), "{}", d.reason);
+    assert!(
+        d.reason.contains("v2") && d.reason.contains("v1"),
+        "{}",
+        d.reason
+    );
     assert_eq!(d.error_kind(), ErrorKind::UnsupportedVersion);
     assert_eq!(d.to_error(&path).kind(), ErrorKind::UnsupportedVersion);
     assert_eq!(read_all(&path), b);
@@ -486,7 +510,8 @@ fn twenty_mib_line_round_trips() {
         .unwrap();
     assert_eq!(big.seq, 4);
     assert!(big.line().len() > 20 * 1024 * 1024);
-    j.append("session.delta", &json!({"text": "after"})).unwrap();
+    j.append("session.delta", &json!({"text": "after"}))
+        .unwrap();
     drop(j);
 
     let out = open(&path); // the tail check widens its window past the long line
@@ -498,7 +523,10 @@ fn twenty_mib_line_round_trips() {
     rd.seek(3).unwrap();
     let rec = rd.next_record().unwrap().unwrap();
     assert_eq!(rec.seq, 4);
-    assert_eq!(rec.to_value().unwrap()["data"]["text"].as_str(), Some(text.as_str()));
+    assert_eq!(
+        rec.to_value().unwrap()["data"]["text"].as_str(),
+        Some(text.as_str())
+    );
     assert_eq!(rd.next_record().unwrap().unwrap().seq, 5);
     let v = Reader::open(&path).unwrap().verify().unwrap();
     assert_eq!((v.records, v.damage), (5, None));
@@ -508,10 +536,15 @@ fn twenty_mib_line_round_trips() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { durable: bool, len: usize },
+    Append {
+        durable: bool,
+        len: usize,
+    },
     /// Crash and cut the file at this fraction of the bytes after the last durable
     /// append's end (everything before it was fsync'd).
-    Crash { at: f64 },
+    Crash {
+        at: f64,
+    },
     /// Clean close and reopen.
     Reopen,
 }
@@ -552,7 +585,11 @@ fn run_ops(ops: &[Op]) -> Result<(), TestCaseError> {
     for (i, op) in ops.iter().enumerate() {
         match op {
             Op::Append { durable, len } => {
-                let kind = if *durable { "user.input" } else { "session.delta" };
+                let kind = if *durable {
+                    "user.input"
+                } else {
+                    "session.delta"
+                };
                 let data = json!({"i": i, "text": "x\"é\n".repeat(*len / 4)});
                 let r = j.append(kind, &data).unwrap();
                 prop_assert_eq!(r.seq, model.len() as u64 + 1);
@@ -659,13 +696,24 @@ proptest! {
 fn seek_lands_on_every_seq_with_varied_line_lengths() {
     let t = tempfile::tempdir().unwrap();
     let path = t.path().join("journal.ndjson");
-    let j = Journal::create(&path, "e", "session.created", &json!({}), WriterOptions::default())
-        .unwrap();
+    let j = Journal::create(
+        &path,
+        "e",
+        "session.created",
+        &json!({}),
+        WriterOptions::default(),
+    )
+    .unwrap();
     let n = 3000u64;
     for i in 2..=n {
         // Mostly short lines, some of 1-70 KiB, so bisection probes land mid-line.
-        let len = if i % 97 == 0 { (i as usize * 31) % 70_000 } else { (i as usize) % 40 };
-        j.append("session.delta", &json!({"text": "z".repeat(len)})).unwrap();
+        let len = if i % 97 == 0 {
+            (i as usize * 31) % 70_000
+        } else {
+            (i as usize) % 40
+        };
+        j.append("session.delta", &json!({"text": "z".repeat(len)}))
+            .unwrap();
     }
     let mut rd = Reader::open(&path).unwrap();
     for since in (0..=n).step_by(7).chain([n - 1, n, n + 5]) {
@@ -789,7 +837,10 @@ fn follow_sees_appends_from_another_thread() {
             }
         });
         for want in 4..=53 {
-            let rec = rd.next_wait(Duration::from_secs(5)).unwrap().expect("a record");
+            let rec = rd
+                .next_wait(Duration::from_secs(5))
+                .unwrap()
+                .expect("a record");
             assert_eq!(rec.seq, want);
         }
     });
@@ -802,15 +853,23 @@ fn follow_incomplete_line_is_pending_then_delivered() {
     let (path, _) = journal_with(t.path(), 3);
     let mut rd = Reader::open(&path).unwrap();
     rd.seek(3).unwrap();
-    let line = encode_line(4, "2026-05-02T18:30:00.123Z", "session.delta", &json!({"t": "half"}))
-        .unwrap();
+    let line = encode_line(
+        4,
+        "2026-05-02T18:30:00.123Z",
+        "session.delta",
+        &json!({"t": "half"}),
+    )
+    .unwrap();
     let (a, b) = line.as_bytes().split_at(line.len() / 2);
     let mut f = OpenOptions::new().append(true).open(&path).unwrap();
     f.write_all(a).unwrap();
     assert!(rd.next_wait(Duration::from_millis(40)).unwrap().is_none());
     assert!(rd.next_record().unwrap().is_none(), "pending, not damage");
     let v = Reader::open(&path).unwrap().verify().unwrap();
-    assert_eq!((v.records, v.pending_bytes, v.damage), (3, a.len() as u64, None));
+    assert_eq!(
+        (v.records, v.pending_bytes, v.damage),
+        (3, a.len() as u64, None)
+    );
     f.write_all(b).unwrap();
     let rec = rd.next_wait(Duration::from_secs(2)).unwrap().unwrap();
     assert_eq!(rec.seq, 4);
@@ -845,7 +904,13 @@ fn follow_reports_replacement_and_removal() {
     fs::copy(&path, &other).unwrap();
     fs::rename(&other, &path).unwrap();
     // Records left in the file we opened come first, then the replacement is named.
-    assert_eq!(rd.next_wait(Duration::from_millis(50)).unwrap().unwrap().seq, 2);
+    assert_eq!(
+        rd.next_wait(Duration::from_millis(50))
+            .unwrap()
+            .unwrap()
+            .seq,
+        2
+    );
     let e = rd.next_wait(Duration::from_millis(200)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Closed);
     assert!(e.message().contains("replaced"), "{e}");

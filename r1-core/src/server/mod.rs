@@ -2,6 +2,10 @@
 //! state and credentials they share.
 
 pub mod auth;
+pub mod gate;
 pub mod http;
+pub mod rest;
+pub mod sse;
 pub mod state;
 pub mod unix;
+pub mod ws;
