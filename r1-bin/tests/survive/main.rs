@@ -8,3 +8,4 @@ mod common;
 mod crash;
 mod damage;
 mod diskfull;
+mod foreign_user;
