@@ -77,7 +77,19 @@ impl DaemonProc {
             .append(true)
             .open(&opts.stderr_path)
             .expect("stderr file");
-        let mut cmd = Command::new(r1_bin());
+        // `R1_TEST_SERVE_WRAPPER` (diagnosis only, e.g. `heaptrack -o /tmp/r1`): run
+        // `r1 serve` under a wrapper; the daemon's pid is then taken from discovery.
+        let wrapper: Vec<String> = std::env::var("R1_TEST_SERVE_WRAPPER")
+            .map(|w| w.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(r1_bin());
+                c
+            }
+            None => Command::new(r1_bin()),
+        };
         cmd.arg("serve").arg("--socket").arg(&opts.sock);
         if !opts.tcp {
             cmd.arg("--no-tcp");
@@ -107,10 +119,19 @@ impl DaemonProc {
             if let Some(status) = self.try_wait() {
                 return Err(format!("r1 serve exited with {status} before it was ready"));
             }
-            if let Ok(d) = r1_core::discovery::read_path(&path)
-                && d.pid == self.pid
-            {
-                return Ok(());
+            if let Ok(d) = r1_core::discovery::read_path(&path) {
+                if d.pid == self.pid {
+                    return Ok(());
+                }
+                if std::env::var_os("R1_TEST_SERVE_WRAPPER").is_some()
+                    && d.pid != 0
+                    && Path::new(&format!("/proc/{}", d.pid)).exists()
+                    && nix::unistd::getppid().as_raw() != d.pid as i32
+                {
+                    // Under a wrapper the daemon is its descendant: signal it directly.
+                    self.pid = d.pid;
+                    return Ok(());
+                }
             }
             if Instant::now() >= deadline {
                 return Err(format!(
@@ -131,6 +152,7 @@ impl DaemonProc {
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+            let _ = c.kill();
             let _ = c.wait();
         }
     }

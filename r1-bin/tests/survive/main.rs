@@ -9,3 +9,4 @@ mod crash;
 mod damage;
 mod diskfull;
 mod foreign_user;
+mod soak;
