@@ -282,7 +282,7 @@ pub struct Hub {
     cfg: HubConfig,
     home_canonical: PathBuf,
     sessions: Mutex<BTreeMap<String, Arc<Session>>>,
-    tombstones: Mutex<Vec<IndexEntry>>,
+    tombstones: Mutex<index::Tombstones>,
     index_lock: tokio::sync::Mutex<()>,
     bus: Arc<Journal>,
     reloaded: Option<Value>,
@@ -324,11 +324,13 @@ impl Hub {
         let bus = open_bus(home, &cfg.writer)?;
         let entries = index::load(&home.index_path())?;
         let mut sessions = BTreeMap::new();
-        let mut tombstones = Vec::new();
+        let mut tombstones = index::Tombstones::default();
         let (mut reattached, mut repaired, mut damaged) = (0u64, 0u64, 0u64);
         let (dead, live): (Vec<IndexEntry>, Vec<IndexEntry>) =
             entries.into_iter().partition(|e| e.deleted_at.is_some());
-        tombstones.extend(dead);
+        for d in &dead {
+            tombstones.push(d)?;
+        }
         // Each reopen fsyncs (marker removal, reattach records): overlap them, or
         // a thousand sessions take seconds to come back.
         let reopened =
@@ -918,7 +920,7 @@ impl Hub {
         self.tombstones
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(entry);
+            .push(&entry)?;
         self.store_index().await?;
         if let Some(j) = &session.journal {
             let j = Arc::clone(j);
@@ -1001,26 +1003,28 @@ impl Hub {
         }
     }
 
-    fn index_entries(&self) -> Vec<IndexEntry> {
-        let mut entries: Vec<IndexEntry> = self
+    /// The tombstones (shared, already encoded) and the live sessions' entries.
+    fn index_entries(&self) -> (index::Tombstones, Vec<IndexEntry>) {
+        let tombstones = self
             .tombstones
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        entries.extend(self.all().iter().map(|s| s.index_entry()));
-        entries
+        let live = self.all().iter().map(|s| s.index_entry()).collect();
+        (tombstones, live)
     }
 
     fn store_index_blocking(&self) -> Result<()> {
-        index::store(&self.cfg.home.index_path(), &self.index_entries())
+        let (tombstones, live) = self.index_entries();
+        index::store_parts(&self.cfg.home.index_path(), &tombstones, &live)
     }
 
     /// Rewrites `sessions-index.json` (atomically, serialised).
     pub async fn store_index(&self) -> Result<()> {
         let _g = self.index_lock.lock().await;
-        let entries = self.index_entries();
+        let (tombstones, live) = self.index_entries();
         let path = self.cfg.home.index_path();
-        tokio::task::spawn_blocking(move || index::store(&path, &entries))
+        tokio::task::spawn_blocking(move || index::store_parts(&path, &tombstones, &live))
             .await
             .map_err(|e| Error::internal(format!("index task failed: {e}")))?
     }
