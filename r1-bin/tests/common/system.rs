@@ -78,11 +78,8 @@ pub fn fill_disk(dir: &Path) -> (PathBuf, u64) {
         }
     }
     // Byte-sized leftovers too, so not even a short record fits.
-    loop {
-        match f.write(&chunk[..1]) {
-            Ok(1) => size += 1,
-            _ => break,
-        }
+    while let Ok(1) = f.write(&chunk[..1]) {
+        size += 1;
     }
     (path, size)
 }

@@ -150,7 +150,6 @@ async fn damage_case(inputs: usize, down: Down) {
 
     let mut opts2 = opts.clone();
     opts2.stderr_path = dir.path().join("serve-2.stderr");
-    let mut flipped = flipped;
     if down == Down::Graceful {
         let mut daemon = DaemonProc::start(&opts2);
         let mut c = Rpc::connect(&daemon.sock).await;
