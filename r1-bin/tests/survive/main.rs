@@ -10,3 +10,4 @@ mod damage;
 mod diskfull;
 mod foreign_user;
 mod soak;
+mod stall;
