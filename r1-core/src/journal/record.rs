@@ -73,6 +73,15 @@ pub struct RawRecord {
 }
 
 impl RawRecord {
+    /// A record from a line the writer just encoded (`body_start` from the encoder).
+    pub(crate) fn from_encoded(seq: u64, line: &str, body_start: usize) -> RawRecord {
+        RawRecord {
+            seq,
+            line: Arc::from(line),
+            body_start,
+        }
+    }
+
     /// The whole line without its newline.
     pub fn line(&self) -> &str {
         &self.line
