@@ -144,6 +144,7 @@ pub async fn count_lines<R: tokio::io::AsyncRead + Unpin>(
     rd: &mut R,
     count: u64,
     keep_all: Option<&mut Vec<u8>>,
+    progress: &std::cell::Cell<u64>,
 ) -> anyhow::Result<Vec<u8>> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut seen = 0u64;
@@ -164,6 +165,7 @@ pub async fn count_lines<R: tokio::io::AsyncRead + Unpin>(
             continue;
         };
         seen += memchr_count(chunk) as u64;
+        progress.set(seen);
         last.clear();
         match chunk[..end].iter().rposition(|b| *b == b'\n') {
             Some(s) => last.extend_from_slice(&chunk[s + 1..end]),

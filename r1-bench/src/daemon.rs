@@ -28,6 +28,13 @@ pub struct Args {
 
 /// Runs until SIGTERM/SIGINT or `daemon.shutdown`. `R1_HOME` names the home.
 pub fn run(a: Args) -> anyhow::Result<()> {
+    // Warnings and errors to stderr (the bench keeps it beside the home).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("R1_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

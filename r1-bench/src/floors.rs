@@ -26,8 +26,9 @@ pub enum FloorCmd {
     HttpEcho,
     /// WebSocket echo (tokio-tungstenite): each text message comes back.
     WsEcho,
-    /// Unix socket fan-out: subscribers send `sub\n` and get `ok\n`; a `go\n` from
-    /// another connection makes the server write FILE to every subscriber.
+    /// Unix socket fan-out: subscribers send `sub\n` and get `ok\n`; a `go N\n` from
+    /// another connection makes the server write FILE to every subscriber (once N
+    /// have registered).
     Fanout {
         /// Socket path.
         #[arg(long)]
@@ -164,9 +165,8 @@ async fn fanout(socket: PathBuf, file: PathBuf) -> anyhow::Result<()> {
                         subs.lock().unwrap_or_else(|p| p.into_inner()).push(w);
                     }
                 }
-                "go" => {
-                    let all: Vec<_> =
-                        std::mem::take(&mut *subs.lock().unwrap_or_else(|p| p.into_inner()));
+                go if go.starts_with("go") => {
+                    let all = take_subs(&subs, go).await;
                     for mut w in all {
                         let blob = blob.clone();
                         tokio::spawn(async move {
@@ -186,6 +186,23 @@ async fn fanout(socket: PathBuf, file: PathBuf) -> anyhow::Result<()> {
             let _ = tokio::io::AsyncReadExt::read_to_end(&mut r, &mut sink).await;
         });
     }
+}
+
+/// `go N`: waits until N subscribers are registered (a subscriber hears `ok` just
+/// before it is added to the list), then takes them all.
+async fn take_subs<W>(subs: &Subscribers<W>, go: &str) -> Vec<W> {
+    let want: usize = go
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    for _ in 0..10_000 {
+        if subs.lock().unwrap_or_else(|p| p.into_inner()).len() >= want {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    std::mem::take(&mut *subs.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 type WsSink = futures_util::stream::SplitSink<
@@ -219,9 +236,8 @@ async fn ws_fanout(file: PathBuf) -> anyhow::Result<()> {
                         subs.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
                     }
                 }
-                "go" => {
-                    let all: Vec<_> =
-                        std::mem::take(&mut *subs.lock().unwrap_or_else(|p| p.into_inner()));
+                go if go.starts_with("go") => {
+                    let all = take_subs(&subs, go).await;
                     for mut tx in all {
                         let lines = Arc::clone(&lines);
                         tokio::spawn(async move {

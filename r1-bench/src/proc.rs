@@ -33,13 +33,25 @@ impl DaemonProc {
     }
 
     /// This binary's embedded daemon (with the `burst` and `sink` drivers).
+    ///
+    /// `R1_BENCH_DAEMON_WRAP` (e.g. `valgrind --tool=callgrind --dump-instr=no`)
+    /// runs it under a profiler: docs/benchmarks.md shows how.
     pub fn bench_daemon(
         bench: &Path,
         home: &Path,
         sock: &Path,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
-        let mut cmd = Command::new(bench);
+        let wrap = std::env::var("R1_BENCH_DAEMON_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(prog) => {
+                let mut c = Command::new(prog);
+                c.args(words).arg(bench);
+                c
+            }
+            None => Command::new(bench),
+        };
         cmd.arg("daemon").arg("--socket").arg(sock).args(extra);
         DaemonProc::spawn(cmd, home, sock)
     }

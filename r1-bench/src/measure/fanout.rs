@@ -4,7 +4,9 @@
 //! is a server that writes the very bytes a subscriber received (captured in the
 //! first run) to the same number of raw connections.
 
+use std::cell::Cell;
 use std::path::Path;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -202,23 +204,30 @@ async fn unix_run(
             let mut tasks = Vec::new();
             for (i, (mut rd, wr)) in readers.into_iter().enumerate() {
                 let keep = capture && i == 0;
-                tasks.push(tokio::task::spawn_local(async move {
-                    let mut bytes = Vec::new();
-                    if keep {
-                        // The floor replays what follows the subscribe answer; add a
-                        // placeholder first line so the split below stays uniform.
-                        bytes.extend_from_slice(b"{}\n");
-                    }
-                    let last = count_lines(&mut rd, events, keep.then_some(&mut bytes)).await?;
-                    let took = t0.elapsed();
-                    anyhow::ensure!(
-                        String::from_utf8_lossy(&last).contains("\"tool.end\""),
-                        "the last event is not tool.end: {}",
-                        String::from_utf8_lossy(&last)
-                    );
-                    drop(wr);
-                    Ok::<_, anyhow::Error>((took, keep.then_some(bytes)))
-                }));
+                let progress = Rc::new(Cell::new(0u64));
+                let seen = Rc::clone(&progress);
+                tasks.push((
+                    seen,
+                    tokio::task::spawn_local(async move {
+                        let mut bytes = Vec::new();
+                        if keep {
+                            // The floor replays what follows the subscribe answer; add a
+                            // placeholder first line so the split below stays uniform.
+                            bytes.extend_from_slice(b"{}\n");
+                        }
+                        let last =
+                            count_lines(&mut rd, events, keep.then_some(&mut bytes), &progress)
+                                .await?;
+                        let took = t0.elapsed();
+                        anyhow::ensure!(
+                            String::from_utf8_lossy(&last).contains("\"tool.end\""),
+                            "the last event is not tool.end: {}",
+                            String::from_utf8_lossy(&last)
+                        );
+                        drop(wr);
+                        Ok::<_, anyhow::Error>((took, keep.then_some(bytes)))
+                    }),
+                ));
             }
             ctl.call(
                 "session.send",
@@ -227,8 +236,8 @@ async fn unix_run(
             .await?;
             let mut per_sub = Vec::new();
             let mut cap = None;
-            for t in tasks {
-                let (took, bytes) = tokio::time::timeout(Duration::from_secs(300), t).await???;
+            for (seen, t) in tasks {
+                let (took, bytes) = wait_sub(t, &seen, events).await?;
                 per_sub.push(took);
                 if bytes.is_some() {
                     cap = bytes;
@@ -238,6 +247,21 @@ async fn unix_run(
         })
         .await?;
     Ok((Run { per_sub, events }, cap))
+}
+
+/// Waits for a subscriber task; on a timeout says how far it got.
+async fn wait_sub<T>(
+    t: tokio::task::JoinHandle<anyhow::Result<T>>,
+    seen: &Cell<u64>,
+    events: u64,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(Duration::from_secs(120), t).await {
+        Ok(r) => r?,
+        Err(_) => anyhow::bail!(
+            "a subscriber got {} of {events} events in 120 s",
+            seen.get()
+        ),
+    }
 }
 
 async fn floor_unix(
@@ -275,16 +299,21 @@ async fn floor_unix(
         .run_until(async {
             let mut tasks = Vec::new();
             for (mut r, w) in subs {
-                tasks.push(tokio::task::spawn_local(async move {
-                    count_lines(&mut r, events, None).await?;
-                    drop(w);
-                    Ok::<_, anyhow::Error>(t0.elapsed())
-                }));
+                let progress = Rc::new(Cell::new(0u64));
+                let seen = Rc::clone(&progress);
+                tasks.push((
+                    seen,
+                    tokio::task::spawn_local(async move {
+                        count_lines(&mut r, events, None, &progress).await?;
+                        drop(w);
+                        Ok::<_, anyhow::Error>(t0.elapsed())
+                    }),
+                ));
             }
-            go.write_all(b"go\n").await?;
+            go.write_all(format!("go {n}\n").as_bytes()).await?;
             let mut per_sub = Vec::new();
-            for t in tasks {
-                per_sub.push(tokio::time::timeout(Duration::from_secs(300), t).await???);
+            for (seen, t) in tasks {
+                per_sub.push(wait_sub(t, &seen, events).await?);
             }
             Ok::<_, anyhow::Error>(per_sub)
         })
@@ -389,7 +418,7 @@ async fn floor_ws(ctx: &Ctx, file: &Path, n: usize, events: u64) -> anyhow::Resu
             for ws in subs {
                 tasks.push(tokio::task::spawn_local(count_ws(ws, events, t0)));
             }
-            go.send(Message::text("go")).await?;
+            go.send(Message::text(format!("go {n}"))).await?;
             let mut per_sub = Vec::new();
             for t in tasks {
                 per_sub.push(tokio::time::timeout(Duration::from_secs(300), t).await???);

@@ -38,8 +38,10 @@ pub fn create_sized(path: &Path) -> anyhow::Result<(Arc<Journal>, String)> {
 
 /// 5.
 pub fn append(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
-    let n: u64 = ctx.size(1_000_000, 20_000);
-    let rounds = ctx.size(2, 1);
+    // Rounds alternate the journal and the floor; the best round of each counts, so a
+    // burst of load from elsewhere on the machine hits neither side's number.
+    let n: u64 = ctx.size(200_000, 20_000);
+    let rounds = ctx.size(5, 1);
     let dir = ctx.fresh_dir("m5")?;
     let (mut best_j, mut best_f) = (Duration::MAX, Duration::MAX);
     let mut bytes = 0u64;
@@ -48,6 +50,7 @@ pub fn append(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         let (j, text) = create_sized(&path)?;
         let data = json!({"stream": "stdout", "text": text});
         let start_size = j.size();
+        sync_all();
         let t = Instant::now();
         for _ in 0..n {
             j.append("session.delta", &data)?;
@@ -62,6 +65,7 @@ pub fn append(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         let all = std::fs::read(&path)?;
         let body = &all[usize::try_from(start_size)?..];
         let floor_path = dir.join(format!("floor-{round}.ndjson"));
+        sync_all();
         let took = raw_writes(&floor_path, body)?;
         best_f = best_f.min(took);
         std::fs::remove_file(&path)?;
@@ -90,7 +94,7 @@ pub fn append(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let okb = b.ratio.is_some_and(|r| r >= 0.7);
     Ok(vec![
         a.target("≥ 0.7× floor", ok).note(format!(
-            "{n} records of {per_rec:.0} bytes, best of {rounds}; includes encoding, CRC, timestamps, group-commit fsyncs"
+            "{n} records of {per_rec:.0} bytes, best of {rounds} alternating rounds; includes encoding, CRC, timestamps, group-commit fsyncs"
         )),
         b.target("≥ 0.7× floor", okb),
     ])
@@ -112,4 +116,11 @@ pub fn raw_writes(path: &Path, body: &[u8]) -> anyhow::Result<Duration> {
     }
     f.sync_data()?;
     Ok(t.elapsed())
+}
+
+/// Flushes every dirty page on the machine, so writeback left by the previous step
+/// does not slow the next one.
+pub fn sync_all() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 }
