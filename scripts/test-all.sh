@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of the project: Rust (unit + integration), C, Python and browser.
-# The README's test command and what .ci/run calls. Installs nothing system-wide;
-# .ci/run does that first on a fresh machine.
+# Runs every test of the project: Rust (unit + integration), the examples, C,
+# Python and browser. It is the README's test command and what .ci/run calls.
+# System packages are .ci/run's job; everything else (venvs, npm packages) is
+# installed here, under the repo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -11,7 +12,7 @@ step() { printf '\n== %s\n' "$*"; }
 step "format"
 cargo fmt --all --check
 
-step "build (debug, shared target dir)"
+step "build (debug, one shared target dir)"
 cargo build --workspace --all-targets
 
 step "clippy"
@@ -19,3 +20,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "rust tests"
 cargo test --workspace
+
+step "rust example: embedding the daemon"
+cargo run -q -p r1-example-embed
+
+step "python: the r1 package (own venv)"
+bash scripts/test-python.sh
+
+step "C: libr1, examples, native-messaging host (gcc, valgrind, chromium)"
+bash scripts/test-c.sh

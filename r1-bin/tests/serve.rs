@@ -74,6 +74,20 @@ fn wait_for_discovery(home: &Path, pid: u32) -> Value {
     }
 }
 
+/// Status of an authenticated `GET /v1/sessions` (a raw request: what any HTTP
+/// client sends).
+fn http_status(port: u16, token: &str) -> u16 {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 struct Conn {
     rd: BufReader<UnixStream>,
     wr: UnixStream,
@@ -217,6 +231,13 @@ fn sigkill_mid_work_then_restart_reattaches() {
     let d2 = serve(&h);
     let new = wait_for_discovery(&h.home, d2.0.id());
     assert_ne!(old["token"], new["token"], "a new token per start");
+    let port = new["port"].as_u64().unwrap() as u16;
+    assert_eq!(
+        http_status(port, old["token"].as_str().unwrap()),
+        401,
+        "the old token is refused"
+    );
+    assert_eq!(http_status(port, new["token"].as_str().unwrap()), 200);
     let mut c = Conn::open(&h.sock);
     let first = c.recv();
     assert_eq!(

@@ -4,9 +4,11 @@
 //! [`lock`] (one daemon per home), [`discovery`] (`daemon.json`), [`token`] (bearer
 //! secrets), [`journal`] (the append-only record of a session), [`driver`] (what a
 //! session runs), [`session`] (the hub), [`rpc`] (JSON-RPC), [`server`] (unix socket
-//! and loopback HTTP/WebSocket), [`daemon`] (start and stop).
+//! and loopback HTTP/WebSocket), [`daemon`] (start and stop), [`client`] (discover,
+//! dial and auto-spawn, `Client`, `BlockingClient`).
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod daemon;
 pub mod discovery;
 pub mod driver;
@@ -21,6 +23,10 @@ pub mod session;
 pub mod time_fmt;
 pub mod token;
 
+pub use client::{
+    BlockingClient, BlockingSubscription, Client, DialOptions, StartOptions, SubEvent,
+    Subscription, WsOptions, dial, dial_ws, discover,
+};
 pub use daemon::{Daemon, DaemonConfig, DaemonHandle};
 pub use error::{Error, ErrorKind, Result, RpcErrorObject};
 

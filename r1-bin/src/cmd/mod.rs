@@ -1,5 +1,8 @@
 //! One file per subcommand.
 
+pub mod chat;
+pub mod ctl;
+pub mod doctor;
 pub mod serve;
 
 use std::process::ExitCode;
@@ -10,36 +13,33 @@ use crate::cli::{Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(cli.home, args),
+        Command::Ctl(args) => ctl::run(cli.home, args),
+        Command::Chat(args) => chat::run(cli.home, args),
     }
 }
 
 /// Stops a running daemon in `home` gracefully (if there is one) and waits until
-/// its process has exited.
+/// its process has exited. Used by `r1 serve --install` so the service takes over.
 pub fn stop_running_daemon(home: &r1_core::paths::Home) -> r1_core::Result<()> {
-    use std::io::{BufRead, BufReader, Write};
-    let Ok(disc) = r1_core::discovery::read(home) else {
-        return Ok(());
+    use r1_core::client::{BlockingClient, DialOptions};
+    let opts = DialOptions::new()
+        .home(home.root())
+        .spawn(false)
+        .client_name("r1 serve --install");
+    let client = match BlockingClient::dial(opts) {
+        Ok(c) => c,
+        Err(e) if e.kind() == r1_core::ErrorKind::DaemonNotFound => return Ok(()),
+        Err(e) => return Err(e),
     };
-    if !r1_core::discovery::pid_alive(disc.pid) {
-        return Ok(());
-    }
-    let Some(sock) = disc.sock_path.as_deref() else {
-        return Ok(());
-    };
-    let io = |e: std::io::Error| r1_core::Error::io("cannot ask the daemon to stop at", sock, e);
-    let mut s = std::os::unix::net::UnixStream::connect(sock).map_err(io)?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .map_err(io)?;
-    s.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.shutdown\"}\n")
-        .map_err(io)?;
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).map_err(io)?;
+    let pid = client.handshake().pid;
+    client.shutdown(None)?;
+    drop(client);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while r1_core::discovery::pid_alive(disc.pid) {
+    while r1_core::discovery::pid_alive(pid) {
         if std::time::Instant::now() > deadline {
             return Err(r1_core::Error::new(
                 r1_core::ErrorKind::Timeout,
-                format!("the daemon (pid {}) did not exit within 15s", disc.pid),
+                format!("the daemon (pid {pid}) did not exit within 15s"),
             ));
         }
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -73,7 +73,8 @@ pub struct RawRecord {
 }
 
 impl RawRecord {
-    /// A record from a line the writer just encoded (`body_start` from the encoder).
+    /// A record from a line the writer just encoded itself (prefix, CRC and shape are
+    /// right by construction), without re-parsing it on the append hot path.
     pub(crate) fn from_encoded(seq: u64, line: &str, body_start: usize) -> RawRecord {
         RawRecord {
             seq,
@@ -267,10 +268,12 @@ pub fn parse_line(line: &[u8]) -> Result<RawRecord, LineError> {
     #[derive(Deserialize)]
     #[allow(dead_code)]
     struct Shape<'a> {
+        // Cow, not &str: a string with an escape (a kind with `"` in it) cannot be
+        // borrowed, and encode_line does write such lines.
         #[serde(borrow)]
-        at: &'a str,
+        at: std::borrow::Cow<'a, str>,
         #[serde(borrow)]
-        kind: &'a str,
+        kind: std::borrow::Cow<'a, str>,
     }
     serde_json::from_str::<Shape<'_>>(text).map_err(|e| LineError::BadBody(e.to_string()))?;
     Ok(RawRecord {

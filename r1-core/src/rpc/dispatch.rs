@@ -445,6 +445,21 @@ impl Dispatcher {
         }
     }
 
+    /// Whether `caller` may call `method` on `session_id`, without calling it: routes
+    /// that are not JSON-RPC calls (the journal download, SSE tickets, the
+    /// auto-subscribing WebSocket) apply the same rules as the method they mirror.
+    pub fn check_access(
+        &self,
+        caller: &Caller,
+        method: &str,
+        session_id: Option<&str>,
+    ) -> Result<()> {
+        let spec = methods::find(method)
+            .ok_or_else(|| Error::internal(format!("access check for unknown method {method}")))?;
+        let p = session_id.map(|id| json!({ "session_id": id }));
+        self.authorize(caller, spec, p.as_ref())
+    }
+
     fn authorize(&self, caller: &Caller, spec: &methods::Method, p: Option<&Value>) -> Result<()> {
         if spec.access == Access::Privileged && caller.transport != Transport::Unix {
             return Err(Error::new(

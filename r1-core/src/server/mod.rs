@@ -2,6 +2,11 @@
 //! state and credentials they share.
 
 pub mod auth;
+pub mod console;
+pub mod gate;
 pub mod http;
+pub mod rest;
+pub mod sse;
 pub mod state;
 pub mod unix;
+pub mod ws;

@@ -12,6 +12,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{Auth, Scope};
+use super::http::HttpConfig;
 use crate::session::hub::Hub;
 
 /// Frames queued per connection before a writer applies back-pressure.
@@ -131,6 +132,7 @@ pub struct DaemonState {
     next_sub: AtomicU64,
     conns: Mutex<HashMap<u64, Weak<Conn>>>,
     last_idle_change: Mutex<Instant>,
+    http_config: Mutex<HttpConfig>,
 }
 
 impl DaemonState {
@@ -153,7 +155,23 @@ impl DaemonState {
             next_sub: AtomicU64::new(1),
             conns: Mutex::new(HashMap::new()),
             last_idle_change: Mutex::new(Instant::now()),
+            http_config: Mutex::new(HttpConfig::default()),
         }
+    }
+
+    /// The loopback listener's limits and keepalive timings (read per connection).
+    pub fn http_config(&self) -> HttpConfig {
+        self.http_config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the loopback listener's timings; connections accepted afterwards use
+    /// them (tests shorten the keepalive intervals this way).
+    #[doc(hidden)]
+    pub fn set_http_config(&self, cfg: HttpConfig) {
+        *self.http_config.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
     }
 
     /// A fresh subscription id (unique across the daemon).

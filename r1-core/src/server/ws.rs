@@ -1,0 +1,567 @@
+//! JSON-RPC over WebSocket: `GET /v1/ws` and `GET /v1/sessions/:id/ws` (DESIGN §4, §7).
+//!
+//! # Handshake
+//!
+//! Credentials travel in `Sec-WebSocket-Protocol: r1.bearer, <token>` (browsers
+//! cannot set `Authorization` on a WebSocket). A request without them, or with a
+//! token we do not know, gets 401 before any upgrade. The 101 selects `r1.bearer`,
+//! never the token. A client may also offer `r1.proto.v<N>`; if it offers only
+//! versions other than 1, the upgrade completes and the socket is closed at once
+//! with 1002 and a reason naming the supported version.
+//!
+//! # Frames
+//!
+//! Each text (or binary) message is one JSON-RPC message, answered like a unix
+//! socket line; `$/event` and `$/daemon` notifications are text messages. Messages
+//! over 16 MiB close the socket with 1009. The server pings every 20 s and drops a
+//! peer silent for 60 s. A socket opened with the master token is closed with 1008
+//! "token rotated" when `daemon.rotate_token` runs; daemon shutdown closes every
+//! socket with 1001 after the `daemon.stopping` notice.
+//!
+//! # `/v1/sessions/:id/ws`
+//!
+//! Before upgrading, the session must exist (404), be readable with the token's
+//! scope (403) and not be damaged (409), and `since_seq` / `epoch` from the query
+//! must parse (400). After the upgrade the daemon runs `session.subscribe
+//! {session_id, since_seq?, epoch?}` for the client (absent `since_seq` = live only,
+//! as over JSON-RPC) and sends its result as the **notification**
+//!
+//! ```text
+//! {"jsonrpc":"2.0","method":"$/subscribed","params":{"session_id":"sess_…","sub":3,"current_seq":41,"epoch":"…"}}
+//! ```
+//!
+//! (plus `reset` when the epoch was not current), after any `$/daemon
+//! daemon.reloaded` notice and before the first `$/event` of that `sub`. A
+//! notification rather than a response, because the client sent no request id to
+//! answer. If that subscribe fails after all (the session was deleted in between),
+//! the socket is closed with 1011 and the error message as reason.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+
+use super::auth::Bearer;
+use super::gate::{self, BEARER_PROTOCOL};
+use super::http::{
+    Body, HttpConfig, MAX_BODY, Shared, authenticate, empty, error, error_status, unauthorized,
+};
+use super::rest::Query;
+use super::state::{Caller, Conn, Transport};
+use crate::error::{Error, ErrorKind};
+use crate::rpc::dispatch::{CallCtx, Dispatcher};
+use crate::rpc::envelope;
+
+type WsStream = WebSocketStream<TokioIo<Upgraded>>;
+type WsSink = SplitSink<WsStream, Message>;
+type WsRead = SplitStream<WsStream>;
+
+/// Frames written per flush when many are queued.
+const WRITE_BATCH: usize = 256;
+/// Bytes read from a peer that keeps sending after we closed, before giving up on it.
+const DRAIN_LIMIT: usize = 2 * MAX_BODY;
+
+/// What `/v1/sessions/:id/ws` subscribes to on connect.
+#[derive(Debug, Clone)]
+struct AutoSubscribe {
+    session_id: String,
+    since_seq: Option<u64>,
+    epoch: Option<String>,
+}
+
+/// Everything a socket needs once upgraded.
+struct Setup {
+    rpc: Dispatcher,
+    caller: Caller,
+    /// The master-token generation the socket authenticated with, if it did.
+    generation: Option<u64>,
+    auto: Option<AutoSubscribe>,
+    /// Close at once with 1002 and this reason (unsupported `r1.proto.v*`).
+    refuse: Option<String>,
+    cfg: HttpConfig,
+}
+
+/// Answers a WebSocket route: 101 and a task that serves the socket, or the refusal.
+pub(crate) async fn upgrade(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    session: Option<String>,
+    permit: Arc<OwnedSemaphorePermit>,
+) -> Response<Body> {
+    let headers = req.headers();
+    if !gate::wants_websocket(headers) {
+        let mut r = error_status(
+            StatusCode::UPGRADE_REQUIRED,
+            &Error::new(
+                ErrorKind::InvalidRequest,
+                "this route speaks WebSocket only",
+            ),
+        );
+        r.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return r;
+    }
+    if gate::single(headers, &header::SEC_WEBSOCKET_VERSION) != Ok(Some("13")) {
+        let mut r = error_status(
+            StatusCode::UPGRADE_REQUIRED,
+            &Error::new(
+                ErrorKind::InvalidRequest,
+                "only WebSocket version 13 is spoken",
+            ),
+        );
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return r;
+    }
+    let key = match gate::single(headers, &header::SEC_WEBSOCKET_KEY) {
+        Ok(Some(k)) if !k.trim().is_empty() => k.trim().to_owned(),
+        _ => {
+            return error(&Error::new(
+                ErrorKind::InvalidRequest,
+                "exactly one Sec-WebSocket-Key is required",
+            ));
+        }
+    };
+    let (caller, bearer) = match authenticate(shared, headers, Transport::WebSocket) {
+        Ok(c) => c,
+        Err(why) => return unauthorized(why),
+    };
+    let refuse = gate::SubprotocolOffer::parse(headers).version_check().err();
+    let auto = match session {
+        Some(id) => match check_auto(shared, &caller, &id, req.uri()) {
+            Ok(a) => Some(a),
+            Err(e) => return error(&e),
+        },
+        None => None,
+    };
+    let setup = Setup {
+        rpc: shared.rpc.clone(),
+        caller,
+        generation: match bearer {
+            Bearer::Master(g) => Some(g),
+            Bearer::Scoped(_) => None,
+        },
+        auto,
+        refuse,
+        cfg: shared.cfg.clone(),
+    };
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        // The socket keeps the connection's slot under the connection cap.
+        let _permit = permit;
+        match on_upgrade.await {
+            Ok(up) => serve(up, setup).await,
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    let mut r = empty(StatusCode::SWITCHING_PROTOCOLS);
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    h.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(BEARER_PROTOCOL),
+    );
+    r
+}
+
+/// The pre-upgrade checks of `/v1/sessions/:id/ws`.
+fn check_auto(
+    shared: &Shared,
+    caller: &Caller,
+    id: &str,
+    uri: &http::Uri,
+) -> crate::Result<AutoSubscribe> {
+    let q = Query::parse(uri)?;
+    let since_seq = q.u64("since_seq")?;
+    let epoch = q.str("epoch").map(str::to_owned);
+    shared
+        .rpc
+        .check_access(caller, "session.subscribe", Some(id))?;
+    let session = shared.rpc.state().hub.get(id)?;
+    if session.journal().is_none() {
+        return Err(Error::new(
+            ErrorKind::JournalDamaged,
+            format!(
+                "session {id} is damaged: read it with journal.read (records up to the damage)"
+            ),
+        ));
+    }
+    Ok(AutoSubscribe {
+        session_id: id.to_owned(),
+        since_seq,
+        epoch,
+    })
+}
+
+/// When the peer was last heard from (any frame, pongs included).
+#[derive(Debug)]
+struct Liveness {
+    origin: std::time::Instant,
+    last_ms: AtomicU64,
+}
+
+impl Liveness {
+    fn new() -> Liveness {
+        Liveness {
+            origin: std::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        self.origin
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// How the writer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// It sent a close frame: wait (bounded) for the peer's.
+    Closed,
+    /// The peer is gone or went silent: just drop the connection.
+    Dropped,
+}
+
+fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
+    // A close reason is at most 123 bytes; cut on a char boundary.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    CloseFrame {
+        code,
+        reason: reason[..end].to_owned().into(),
+    }
+}
+
+async fn serve(upgraded: Upgraded, setup: Setup) {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_BODY))
+        .max_frame_size(Some(MAX_BODY));
+    let mut ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let close_timeout = setup.cfg.ws_close_timeout;
+    if let Some(reason) = &setup.refuse {
+        tracing::warn!("closed a websocket offering only unsupported protocol versions");
+        if ws
+            .send(Message::Close(Some(close_frame(
+                CloseCode::Protocol,
+                reason,
+            ))))
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(close_timeout, async {
+                while let Some(Ok(_)) = ws.next().await {}
+            })
+            .await;
+        }
+        return;
+    }
+
+    let Setup {
+        rpc,
+        caller,
+        generation,
+        auto,
+        cfg,
+        ..
+    } = setup;
+    let state = Arc::clone(rpc.state());
+    let (conn, outbound) = state.register(caller.clone());
+    let (sink, mut stream) = ws.split();
+    let live = Arc::new(Liveness::new());
+    let (ctl, ctl_rx) = mpsc::channel::<CloseFrame>(1);
+    let mut writer = tokio::spawn(write_loop(
+        sink,
+        outbound,
+        ctl_rx,
+        conn.closed.clone(),
+        state.closing.clone(),
+        generation.map(|g| (state.auth.generation(), g)),
+        Arc::clone(&live),
+        cfg,
+    ));
+
+    if let Some(notice) = state.reloaded_notice() {
+        let _ = conn.out.send(notice).await;
+    }
+    if let Some(a) = auto
+        && let Err(e) = auto_subscribe(&rpc, &caller, &conn, a).await
+    {
+        tracing::warn!(error = %e, "websocket auto-subscribe failed");
+        let _ = ctl.send(close_frame(CloseCode::Error, e.message())).await;
+    }
+
+    let mut finished = None;
+    // Set when the stream failed on an oversize message: its parser state is gone.
+    let mut broken = false;
+    loop {
+        let next = tokio::select! {
+            n = stream.next() => n,
+            w = &mut writer => {
+                finished = Some(w.ok());
+                break;
+            }
+        };
+        live.touch();
+        match next {
+            None => break,
+            Some(Err(WsError::Capacity(e))) => {
+                tracing::warn!(error = %e, "websocket message over the limit");
+                let _ = ctl
+                    .send(close_frame(
+                        CloseCode::Size,
+                        &format!("message over {MAX_BODY} bytes"),
+                    ))
+                    .await;
+                finished = Some((&mut writer).await.ok());
+                broken = true;
+                break;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "websocket read failed");
+                break;
+            }
+            Some(Ok(Message::Text(t))) => {
+                if !answer(&rpc, &caller, &conn, t.as_bytes()).await {
+                    break;
+                }
+            }
+            Some(Ok(Message::Binary(b))) => {
+                if !answer(&rpc, &caller, &conn, &b).await {
+                    break;
+                }
+            }
+            // Pings and closes are answered by tungstenite itself.
+            Some(Ok(_)) => {}
+        }
+    }
+    state.unregister(&conn);
+    conn.closed.cancel();
+    drop(conn);
+    let finished = match finished {
+        Some(f) => f,
+        None => writer.await.ok(),
+    };
+    if let Some((sink, End::Closed)) = finished {
+        drain(stream, sink, broken, close_timeout).await;
+    }
+}
+
+/// After we sent a close frame: read (and discard) until the peer's close, end of
+/// stream, or the timeout, so the peer gets our close frame instead of a reset.
+async fn drain(stream: WsRead, sink: WsSink, broken: bool, timeout: Duration) {
+    if !broken {
+        let mut stream = stream;
+        let _ = tokio::time::timeout(timeout, async {
+            while let Some(Ok(_)) = stream.next().await {}
+        })
+        .await;
+        return;
+    }
+    // The stream ended on an error (a message over the limit): the frame parser's
+    // state is gone, so discard raw bytes until the peer hangs up.
+    let Ok(mut ws) = stream.reunite(sink) else {
+        return;
+    };
+    let _ = tokio::time::timeout(timeout, async {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0usize;
+        while total < DRAIN_LIMIT {
+            match ws.get_mut().read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}
+
+/// Answers one message; false when the connection is gone.
+async fn answer(rpc: &Dispatcher, caller: &Caller, conn: &Arc<Conn>, bytes: &[u8]) -> bool {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return true;
+    }
+    let mut ctx = CallCtx::new(caller, Some(conn));
+    if let Some(answer) = rpc.handle(&mut ctx, bytes).await
+        && conn.out.send(answer).await.is_err()
+    {
+        return false;
+    }
+    ctx.replied();
+    true
+}
+
+/// Subscribes the socket to its session and queues `$/subscribed` (module docs).
+async fn auto_subscribe(
+    rpc: &Dispatcher,
+    caller: &Caller,
+    conn: &Arc<Conn>,
+    a: AutoSubscribe,
+) -> crate::Result<()> {
+    let mut params = json!({ "session_id": a.session_id });
+    if let Some(s) = a.since_seq {
+        params["since_seq"] = Value::from(s);
+    }
+    if let Some(e) = a.epoch {
+        params["epoch"] = Value::from(e);
+    }
+    let mut ctx = CallCtx::new(caller, Some(conn));
+    let mut result = rpc
+        .call(&mut ctx, "session.subscribe", Some(params))
+        .await?;
+    result["session_id"] = Value::from(a.session_id);
+    conn.out
+        .send(envelope::notification("$/subscribed", &result))
+        .await
+        .map_err(|_| Error::new(ErrorKind::Closed, "the websocket closed"))?;
+    ctx.replied();
+    Ok(())
+}
+
+/// Waits until the master token moves past `at`; never, for other credentials.
+async fn rotated(generation: &mut Option<(watch::Receiver<u64>, u64)>) {
+    if let Some((rx, at)) = generation {
+        let at = *at;
+        if rx.wait_for(|g| *g != at).await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+/// Owns the sink: queued frames, pings, and every close the server initiates.
+#[allow(clippy::too_many_arguments)]
+async fn write_loop(
+    mut sink: WsSink,
+    mut outbound: mpsc::Receiver<String>,
+    mut ctl: mpsc::Receiver<CloseFrame>,
+    closed: CancellationToken,
+    closing: CancellationToken,
+    mut generation: Option<(watch::Receiver<u64>, u64)>,
+    live: Arc<Liveness>,
+    cfg: HttpConfig,
+) -> (WsSink, End) {
+    let every = cfg.ws_ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = closed.cancelled() => {
+                if !closing.is_cancelled() {
+                    // The reader is done: the peer closed or vanished.
+                    return (sink, End::Dropped);
+                }
+                // Daemon stopping: flush what is queued (`daemon.stopping`) first.
+                while let Ok(line) = outbound.try_recv() {
+                    if sink.feed(Message::text(line)).await.is_err() {
+                        return (sink, End::Dropped);
+                    }
+                }
+                let end = send_close(&mut sink, close_frame(CloseCode::Away, "daemon stopping")).await;
+                return (sink, end);
+            }
+            Some(frame) = ctl.recv() => {
+                let end = send_close(&mut sink, frame).await;
+                return (sink, end);
+            }
+            _ = rotated(&mut generation) => {
+                tracing::info!("closing a websocket whose token was rotated");
+                let end = send_close(&mut sink, close_frame(CloseCode::Policy, "token rotated")).await;
+                return (sink, end);
+            }
+            _ = ping.tick() => {
+                if live.silent_for() > cfg.ws_pong_timeout {
+                    tracing::info!("dropping a websocket that stopped answering pings");
+                    return (sink, End::Dropped);
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return (sink, End::Dropped);
+                }
+            }
+            m = outbound.recv() => {
+                let Some(line) = m else { return (sink, End::Dropped) };
+                if sink.feed(Message::text(line)).await.is_err() {
+                    return (sink, End::Dropped);
+                }
+                let mut n = 1;
+                while n < WRITE_BATCH {
+                    let Ok(more) = outbound.try_recv() else { break };
+                    if sink.feed(Message::text(more)).await.is_err() {
+                        return (sink, End::Dropped);
+                    }
+                    n += 1;
+                }
+                if sink.flush().await.is_err() {
+                    return (sink, End::Dropped);
+                }
+            }
+        }
+    }
+}
+
+async fn send_close(sink: &mut WsSink, frame: CloseFrame) -> End {
+    match sink.send(Message::Close(Some(frame))).await {
+        Ok(()) => End::Closed,
+        Err(_) => End::Dropped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_the_frame() {
+        let long = "é".repeat(100);
+        let f = close_frame(CloseCode::Error, &long);
+        assert!(f.reason.len() <= 123);
+        assert!(f.reason.chars().all(|c| c == 'é'));
+        assert_eq!(
+            close_frame(CloseCode::Policy, "token rotated")
+                .reason
+                .as_str(),
+            "token rotated"
+        );
+    }
+
+    #[test]
+    fn liveness_tracks_silence() {
+        let l = Liveness::new();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(l.silent_for() >= Duration::from_millis(20));
+        l.touch();
+        assert!(l.silent_for() < Duration::from_millis(20));
+    }
+}
