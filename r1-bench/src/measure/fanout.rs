@@ -68,13 +68,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         for (i, &(n, m)) in plan.iter().enumerate() {
             let got = unix_run(&sock, &mut ctl, &id, n, m, false).await?.0;
             let file = dir.join(format!("floor-{n}.ndjson"));
-            let want = usize::try_from(got.events)?;
-            anyhow::ensure!(
-                lines.len() >= want,
-                "captured {} events, need {want}",
-                lines.len()
-            );
-            std::fs::write(&file, lines[..want].concat())?;
+            std::fs::write(&file, floor_bytes(&lines, got.events)?)?;
             let fsock = ctx.sock(&format!("m7-floor-{n}"));
             let floor = floor_unix(ctx, &fsock, &file, n, got.events).await?;
             rows.push(row(
@@ -115,9 +109,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
                 continue;
             };
             let got = ws_run(p, &token, &mut ctl, &id, n, m).await?;
-            let want = usize::try_from(got.events)?;
             let file = dir.join(format!("wsfloor-{n}.ndjson"));
-            std::fs::write(&file, lines[..want].concat())?;
+            std::fs::write(&file, floor_bytes(&lines, got.events)?)?;
             let floor = floor_ws(ctx, &file, n, got.events).await?;
             rows.push(row(
                 rid,
@@ -134,6 +127,20 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     })?;
     daemon.stop()?;
     Ok(rows)
+}
+
+/// The floor's stream for `events` events: the first captured events, ending with the
+/// captured `tool.end` (as the real stream does).
+fn floor_bytes(lines: &[&[u8]], events: u64) -> anyhow::Result<Vec<u8>> {
+    let want = usize::try_from(events)?;
+    anyhow::ensure!(
+        want >= 1 && lines.len() >= want,
+        "captured {} events, need {want}",
+        lines.len()
+    );
+    let mut out = lines[..want - 1].concat();
+    out.extend_from_slice(lines[lines.len() - 1]);
+    Ok(out)
 }
 
 fn row(id: &str, transport: &str, n: usize, got: &Run, floor: &Run, floor_name: &str) -> Row {
@@ -376,10 +383,14 @@ async fn ws_run(
 async fn count_ws(mut ws: client::Ws, events: u64, t0: Instant) -> anyhow::Result<Duration> {
     let mut seen = 0u64;
     let mut last = String::new();
+    let mut first = String::new();
     while seen < events {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => {
                 seen += 1;
+                if seen == 1 {
+                    first = t.chars().take(160).collect();
+                }
                 if seen == events {
                     last = t.to_string();
                 }
@@ -392,8 +403,8 @@ async fn count_ws(mut ws: client::Ws, events: u64, t0: Instant) -> anyhow::Resul
     }
     let took = t0.elapsed();
     anyhow::ensure!(
-        last.contains("\"tool.end\"") || !last.contains("\"kind\""),
-        "the last event is not tool.end: {last}"
+        last.contains("\"tool.end\""),
+        "the last of {events} WebSocket messages is not tool.end: {last} (the first was {first})"
     );
     let _ = ws.close(None).await;
     Ok(took)

@@ -99,7 +99,7 @@ pub fn http_ws(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
                 tokio::time::timeout(Duration::from_secs(5), c.post(Bytes::from_static(INFO)))
                     .await??;
             anyhow::ensure!(
-                st == 200 && body.windows(9).any(|w| w == b"\"result\""),
+                st == 200 && body.windows(8).any(|w| w == b"\"result\""),
                 "HTTP {st}: {}",
                 String::from_utf8_lossy(&body)
             );
