@@ -114,6 +114,31 @@ impl RawRecord {
             .map(|k| k.kind)
     }
 
+    /// The record's kind without parsing the line when it can be read off the body's
+    /// fixed shape (`"at":"…","kind":"…"`, as r1 writes it, with no escapes); parsed
+    /// otherwise. For scans over whole journals (recovery, reattach).
+    pub fn kind_ref(&self) -> Option<std::borrow::Cow<'_, str>> {
+        const KIND_KEY: &str = "\",\"kind\":\"";
+        let fast = self.body().strip_prefix("\"at\":\"").and_then(|rest| {
+            // r1's timestamps are 24 bytes: look there before searching.
+            let i = if rest.get(24..24 + KIND_KEY.len()) == Some(KIND_KEY) {
+                24
+            } else {
+                rest.find(KIND_KEY)?
+            };
+            if rest[..i].contains(['\\', '"']) {
+                return None;
+            }
+            let after = &rest[i + KIND_KEY.len()..];
+            let k = &after[..after.find('"')?];
+            (!k.contains('\\')).then_some(k)
+        });
+        match fast {
+            Some(k) => Some(std::borrow::Cow::Borrowed(k)),
+            None => self.kind().map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// The `params` of a `$/event` notification minus the leading `{"sub":N,`:
     /// `"seq":S,"epoch":"E",<body>` (the body closes the params object).
     pub fn event_params_tail(&self, epoch: &str) -> String {
@@ -287,6 +312,16 @@ pub fn parse_line(line: &[u8]) -> Result<RawRecord, LineError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn kind_ref_reads_the_kind_without_parsing_and_agrees_with_kind() {
+        for kind in ["tool.end", "session.delta", "x", "we\"ird\\kind", "é.kind"] {
+            let line = encode_line(3, "2026-05-02T18:30:00.123Z", kind, &json!({"kind": "no"})).unwrap();
+            let raw = parse_line(line.trim_end_matches('\n').as_bytes()).unwrap();
+            assert_eq!(raw.kind_ref().as_deref(), Some(kind), "{line}");
+            assert_eq!(raw.kind_ref().map(|k| k.into_owned()), raw.kind());
+        }
+    }
 
     #[test]
     fn encode_parse_round_trip() {
