@@ -860,6 +860,11 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             WsClose(1009),
         ),
         row(
+            "ws: a text frame that is not UTF-8",
+            ws("/v1/ws", vec![], Some(Message::Frame(Frame::message(b"\"\xff\xfe\"".to_vec(), OpCode::Data(Data::Text), true)))),
+            WsClose(1007),
+        ),
+        row(
             "ws: a binary frame that is not UTF-8",
             ws("/v1/ws", vec![], Some(Message::binary(b"\xff\xfe\xfd".to_vec()))),
             Rpc(-32700),
@@ -1108,5 +1113,32 @@ async fn hostile_input_matrix() {
         "hostile input matrix: {ran} rows passed, {skipped} skipped, in {:?}",
         t0.elapsed()
     );
+    fx.handle.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Regressions for what the matrix and the fuzzers found (each also a row or a seed)
+
+/// A WebSocket text frame that is not UTF-8 used to drop the connection without a
+/// close frame; RFC 6455 §8.1 fails it with 1007.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_ws_text_not_utf8_closes_1007() {
+    let fx = Fixture::start().await;
+    let proto = h(
+        "sec-websocket-protocol",
+        &format!("r1.bearer, {}", fx.token),
+    );
+    let mut w = ws_connect(fx.port, "/v1/ws", &[proto]).await.unwrap();
+    let frame = Frame::message(
+        b"{\"a\":\"\xc3\x28\"}".to_vec(),
+        OpCode::Data(Data::Text),
+        true,
+    );
+    w.send(Message::Frame(frame)).await.unwrap();
+    match ws_next(&mut w).await {
+        WsHeard::Close(code) => assert_eq!(code, Some(1007)),
+        other => panic!("{other:?}"),
+    }
+    fx.check_healthy("after the 1007").await;
     fx.handle.stop().await.unwrap();
 }
