@@ -1142,3 +1142,52 @@ async fn regression_ws_text_not_utf8_closes_1007() {
     fx.check_healthy("after the 1007").await;
     fx.handle.stop().await.unwrap();
 }
+
+/// A driver's kind with a quote or backslash (an `exec` child prints
+/// `{"kind":"agent.\"q\"\\x"}`) was written by the journal encoder as JSON escapes
+/// that the line parser then refused ("expected a borrowed string"): the append
+/// failed and the record was lost. Found by the journal_line fuzzer's round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_driver_kind_with_escapes_is_journaled() {
+    let fx = Fixture::start().await;
+    let kind = "agent.\"q\"\\x\u{1}";
+    let line = json!({"kind": kind, "data": {"n": 1}}).to_string();
+    let started = unix_call(
+        &fx.sock,
+        "session.start",
+        json!({"workdir": fx.work, "driver": "exec", "command": ["sh", "-c", "printf '%s\\n' \"$LINE\"; read -r _"], "env": {"LINE": line}}),
+    )
+    .await;
+    let id = started["result"]["session_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
+    // Follow the session until the record lands (or the session ends without it).
+    let mut c = UnixConn::connect(&fx.sock).await;
+    c.send(&rpc_line(
+        "session.subscribe",
+        json!({"session_id": id, "since_seq": 0}),
+    ))
+    .await;
+    let got = loop {
+        let v = c.recv().await.expect("open");
+        if v["method"] == "$/event" {
+            let k = v["params"]["kind"].as_str().unwrap_or_default().to_owned();
+            if k == kind || k == "session.ended" {
+                break v;
+            }
+        }
+    };
+    assert_eq!(got["params"]["kind"], kind, "{got}");
+    assert_eq!(got["params"]["data"]["n"], 1, "{got}");
+    let read = unix_call(&fx.sock, "journal.read", json!({"session_id": id})).await;
+    let kinds: Vec<&str> = read["result"]["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&kind), "{kinds:?}");
+    fx.check_healthy("after the escaped kind").await;
+    fx.handle.stop().await.unwrap();
+}
