@@ -23,3 +23,12 @@ cargo test --workspace
 
 step "rust example: embedding the daemon"
 cargo run -q -p r1-example-embed
+
+step "python: the r1 package (own venv)"
+bash scripts/test-python.sh
+
+step "C: libr1, examples, native-messaging host (gcc, valgrind, chromium)"
+bash scripts/test-c.sh
+
+step "browser: the web console in headless chromium"
+bash scripts/test-browser.sh

@@ -66,10 +66,10 @@ pub fn duration(secs: u64) -> String {
 
 /// A path with the user's home shown as `~`.
 pub fn tilde(path: &std::path::Path) -> String {
-    if let Some(home) = dirs_home() {
-        if let Ok(rest) = path.strip_prefix(&home) {
-            return format!("~/{}", rest.display());
-        }
+    if let Some(home) = dirs_home()
+        && let Ok(rest) = path.strip_prefix(&home)
+    {
+        return format!("~/{}", rest.display());
     }
     path.display().to_string()
 }

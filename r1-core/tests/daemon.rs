@@ -728,3 +728,203 @@ async fn workdir_rules_and_hostile_ids() {
     assert_eq!(e["code"], -32002, "single-session conflict: {e}");
     d.handle.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn stale_epoch_gets_reset_and_delivery_from_last_good_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let sock = dir.path().join("s.sock");
+    let cfg = || DaemonConfig {
+        home: Some(home.clone()),
+        sock_path: Some(sock.clone()),
+        ..Default::default()
+    };
+    let d1 = Daemon::start(cfg()).await.unwrap();
+    let mut c = Rpc::connect(&sock).await;
+    let started = c.call("session.start", json!({"workdir": work})).await;
+    let id = started["session_id"].as_str().unwrap().to_owned();
+    let old_epoch = started["epoch"].as_str().unwrap().to_owned();
+    c.call(
+        "session.subscribe",
+        json!({"session_id": id, "since_seq": 0}),
+    )
+    .await;
+    c.call(
+        "session.send",
+        json!({"session_id": id, "text": "echo one"}),
+    )
+    .await;
+    let seen = c.events_until(|e| e["kind"] == "tool.end").await;
+    let client_last = seen.last().unwrap()["seq"].as_u64().unwrap();
+    d1.stop().await.unwrap();
+    // Simulate a crash that tore the tail: drop the clean marker, cut the last
+    // record (session.paused) in half.
+    let h = r1_core::paths::Home::at(&home).unwrap();
+    std::fs::remove_file(h.session_dir(&id).join("clean")).unwrap();
+    let jp = h.journal_path(&id);
+    let bytes = std::fs::read(&jp).unwrap();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    let last_line_start = text.trim_end().rfind('\n').unwrap() + 1;
+    let keep = last_line_start + (text.len() - last_line_start) / 2;
+    std::fs::write(&jp, &bytes[..keep]).unwrap();
+    // The client also holds a seq beyond what will survive: pretend it saw the cut record.
+    let client_seq = client_last + 1;
+
+    let d2 = Daemon::start(cfg()).await.unwrap();
+    let mut c = Rpc::connect(&sock).await;
+    let g = c.call("session.get", json!({"session_id": id})).await;
+    let new_epoch = g["epoch"].as_str().unwrap().to_owned();
+    assert_ne!(new_epoch, old_epoch, "a repair starts a new epoch");
+    assert_eq!(g["reload"]["repaired"]["last_good_seq"], json!(client_last));
+    let r = c
+        .call(
+            "session.subscribe",
+            json!({"session_id": id, "since_seq": client_seq, "epoch": old_epoch}),
+        )
+        .await;
+    assert_eq!(r["epoch"], json!(new_epoch));
+    assert_eq!(r["reset"]["epoch"], json!(new_epoch));
+    assert_eq!(r["reset"]["last_good_seq"], json!(client_last));
+    // Delivery restarts right after the last good seq: the records that reuse the
+    // cut numbers (journal.repaired, session.reattached) arrive, once each.
+    let e = c.event().await;
+    assert_eq!(e["seq"], json!(client_last + 1));
+    assert_eq!(e["kind"], "journal.repaired");
+    assert_eq!(e["epoch"], json!(new_epoch));
+    // The current epoch gets no reset.
+    let mut c2 = Rpc::connect(&sock).await;
+    let r = c2
+        .call(
+            "session.subscribe",
+            json!({"session_id": id, "since_seq": 0, "epoch": new_epoch}),
+        )
+        .await;
+    assert!(r.get("reset").is_none());
+    let page = c2
+        .call(
+            "journal.read",
+            json!({"session_id": id, "since_seq": client_seq, "epoch": old_epoch}),
+        )
+        .await;
+    assert_eq!(page["reset"]["last_good_seq"], json!(client_last));
+    assert_eq!(page["records"][0]["seq"], json!(client_last + 1));
+    d2.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bus_subscription_delete_tombstone_and_single_transport() {
+    let d = TestDaemon::start_with(|c| DaemonConfig { tcp: false, ..c }).await;
+    assert!(d.handle.port().is_none());
+    let disc: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.home.join("daemon.json")).unwrap())
+            .unwrap();
+    assert_eq!(disc["port"], Value::Null);
+    assert_eq!(disc["host"], Value::Null);
+    let mut c = d.rpc().await;
+    let sub = c.call("daemon.subscribe", json!({"since_seq": 0})).await;
+    assert!(sub["current_seq"].as_u64().unwrap() >= 2);
+    let started = c.call("session.start", json!({"workdir": d.work})).await;
+    let id = started["session_id"].as_str().unwrap().to_owned();
+    let evs = c.events_until(|e| e["kind"] == "session.created").await;
+    assert_eq!(evs[0]["kind"], "bus.created");
+    assert_eq!(evs[1]["kind"], "daemon.started");
+    assert_eq!(evs.last().unwrap()["data"]["session_id"], json!(id));
+    let del = c.call("session.delete", json!({"session_id": id})).await;
+    assert!(del["deleted_at"].is_string());
+    let evs = c.events_until(|e| e["kind"] == "session.deleted").await;
+    assert!(evs.iter().any(|e| e["kind"] == "session.ended"));
+    let e = c.error("session.get", json!({"session_id": id})).await;
+    assert_eq!(e["code"], -32001);
+    let home = r1_core::paths::Home::at(&d.home).unwrap();
+    assert!(!home.session_dir(&id).exists(), "journal directory removed");
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.index_path()).unwrap()).unwrap();
+    let entry = index["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == json!(id))
+        .expect("tombstone kept");
+    assert!(entry["deleted_at"].is_string());
+    // Unsubscribe: no more bus events after it.
+    let r = c
+        .call("session.unsubscribe", json!({"sub": sub["sub"]}))
+        .await;
+    assert_eq!(r, json!({}));
+    let e = c
+        .error("session.unsubscribe", json!({"sub": sub["sub"]}))
+        .await;
+    assert_eq!(e["code"], -32001);
+    d.handle.stop().await.unwrap();
+
+    // Unix off: loopback only.
+    let d = TestDaemon::start_with(|c| DaemonConfig { unix: false, ..c }).await;
+    assert!(d.handle.sock_path().is_none());
+    assert!(d.handle.port().is_some());
+    d.handle.stop().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let err = Daemon::start(DaemonConfig {
+        home: Some(dir.path().join("h")),
+        unix: false,
+        tcp: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), r1_core::ErrorKind::InvalidParams);
+}
+
+#[tokio::test]
+async fn idle_exit_shuts_down_when_nothing_happens() {
+    let d = TestDaemon::start_with(|c| DaemonConfig {
+        idle_exit: Some(Duration::from_millis(300)),
+        ..c
+    })
+    .await;
+    // A connected client keeps it alive.
+    let mut c = d.rpc().await;
+    c.call("daemon.info", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    c.call("daemon.info", json!({})).await;
+    drop(c);
+    tokio::time::timeout(Duration::from_secs(5), d.handle.wait())
+        .await
+        .expect("idle daemon exits")
+        .unwrap();
+    assert!(!d.home.join("daemon.json").exists());
+}
+
+#[tokio::test]
+async fn scoped_tokens_and_privileged_methods() {
+    let d = TestDaemon::start().await;
+    let mut c = d.rpc().await;
+    let id = c.call("session.start", json!({"workdir": d.work})).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let m = c
+        .call(
+            "daemon.mint_token",
+            json!({"scope": format!("session:{id}"), "ttl_s": 60}),
+        )
+        .await;
+    assert_eq!(m["token"].as_str().unwrap().len(), 64);
+    assert!(m["expires_at"].is_string());
+    for bad in [
+        json!({"scope": "write"}),
+        json!({"scope": "read", "ttl_s": 0}),
+        json!({"scope": "session:../x"}),
+    ] {
+        let e = c.error("daemon.mint_token", bad.clone()).await;
+        assert_eq!(e["code"], -32602, "{bad}");
+    }
+    let r = c.call("daemon.rotate_token", json!({})).await;
+    assert!(r["rotated_at"].is_string());
+    let disc: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.home.join("daemon.json")).unwrap())
+            .unwrap();
+    assert_eq!(disc["token"].as_str().unwrap(), d.handle.token().expose());
+    d.handle.stop().await.unwrap();
+}

@@ -971,9 +971,20 @@ async fn public_routes_and_routing() {
         disc.json(),
         json!({"socket": d.sock, "port": d.port, "protocol_version": 1})
     );
-    // The console page is not there yet.
+    // The web console's page needs no credential (it holds no secret) and
+    // carries its own policy.
     let root = send(d.port, "GET", "/", &[("host", &h)], b"").await;
-    assert_eq!(root.status, 404);
+    assert_eq!(root.status, 200);
+    assert_eq!(
+        root.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        root.header("content-security-policy")
+            .is_some_and(|c| c.starts_with("default-src 'none'"))
+    );
+    let asset = send(d.port, "GET", "/console/nope.js", &[("host", &h)], b"").await;
+    assert_eq!(asset.status, 404);
     let wrong = d.req("PUT", "/v1/sessions", None).await;
     assert_eq!(wrong.status, 405);
     assert_eq!(wrong.header("allow"), Some("GET, POST, OPTIONS"));

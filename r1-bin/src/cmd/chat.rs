@@ -124,11 +124,11 @@ pub fn run(home: Option<PathBuf>, args: ChatArgs) -> anyhow::Result<ExitCode> {
         match sub.next_timeout(Duration::from_millis(50)) {
             Ok(Some(SubEvent::Record(ev))) => {
                 last_activity = Instant::now();
-                if ev.kind == "tool.end" {
-                    if let Some(lane) = ev.data.get("lane_id").and_then(Value::as_u64) {
-                        open_lanes.remove(&lane);
-                        finished_lanes.insert(lane);
-                    }
+                if ev.kind == "tool.end"
+                    && let Some(lane) = ev.data.get("lane_id").and_then(Value::as_u64)
+                {
+                    open_lanes.remove(&lane);
+                    finished_lanes.insert(lane);
                 }
                 if output::render_event(&mut out, &mut err, &ev)? {
                     return Ok(ExitCode::SUCCESS);

@@ -391,7 +391,8 @@ fn done(ctx: &Ctx, v: Value, text: &str) -> anyhow::Result<()> {
     if ctx.json {
         ctx.print_json(&v)
     } else {
-        Ok(println!("{text}"))
+        println!("{text}");
+        Ok(())
     }
 }
 

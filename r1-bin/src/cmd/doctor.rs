@@ -124,7 +124,7 @@ fn check_home(home: &Home, out: &mut Vec<Finding>) -> bool {
             out.push(fail(
                 "home",
                 format!("{} is not a directory (or is a symlink)", root.display()),
-                format!("remove it, or set R1_HOME to a directory you own"),
+                "remove it, or set R1_HOME to a directory you own".to_string(),
             ));
             false
         }
@@ -341,9 +341,7 @@ fn check_port(d: &Discovery, out: &mut Vec<Finding>) {
         return;
     };
     match health(port) {
-        Ok(status) if status == 200 => {
-            out.push(ok("port", format!("127.0.0.1:{port} answers /v1/health")))
-        }
+        Ok(200) => out.push(ok("port", format!("127.0.0.1:{port} answers /v1/health"))),
         Ok(status) => out.push(fail(
             "port",
             format!("127.0.0.1:{port} answered /v1/health with HTTP {status}"),

@@ -48,6 +48,13 @@ impl Dialer {
         }
     }
 
+    fn client_name(&self) -> Option<&str> {
+        match self {
+            Dialer::Unix(o) => o.client_name.as_deref(),
+            Dialer::Ws(o) => o.client_name.as_deref(),
+        }
+    }
+
     pub(crate) fn reconnect_for(&self) -> Duration {
         match self {
             Dialer::Unix(o) => o.reconnect_for,
@@ -198,11 +205,7 @@ impl Client {
     /// `daemon.hello`: the handshake again (protocol version and instance).
     pub async fn hello(&self) -> Result<Hello> {
         let mut p = json!({"protocol_version": crate::discovery::PROTOCOL_VERSION});
-        if let Dialer::Unix(DialOptions {
-            client_name: Some(n),
-            ..
-        }) = &self.inner.dialer
-        {
+        if let Some(n) = self.inner.dialer.client_name() {
             p["client"] = json!(n);
         }
         decode("daemon.hello", self.call("daemon.hello", p).await?)

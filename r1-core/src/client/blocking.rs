@@ -1,11 +1,13 @@
 //! [`BlockingClient`]: the same client for code without an async runtime (the C and
-//! Python bindings, scripts), as mini-redis's `blocking_client` does.
+//! Python bindings, scripts), after mini-redis's `blocking_client`.
 //!
-//! It owns a small multi-thread runtime (one worker): the connection's reader and
-//! each subscription's driver keep running between calls, and `block_on` may be
-//! entered from many threads at once, so one `BlockingClient` can be shared
-//! between threads (`Send + Sync`). Every future is built inside `async move {}`
-//! given to `block_on`, so nothing tokio-bound is created outside the runtime.
+//! It owns a small multi-thread runtime (one worker), so the connection's reader and
+//! each subscription's driver keep running between calls. A blocking call spawns
+//! its future on that runtime — built inside the task, so nothing tokio-bound is
+//! created outside it — and waits on a plain channel. Unlike `Runtime::block_on`,
+//! that never panics wherever it is called from (a C thread, a `spawn_blocking`
+//! thread, even inside another runtime, where it blocks like any blocking call),
+//! and one `BlockingClient` can be shared between threads (`Send + Sync`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,25 +55,22 @@ impl Rt {
         Ok(Arc::new(Rt(Some(rt))))
     }
 
-    /// Runs `f` to completion on this runtime. Refuses (instead of panicking) when
-    /// called from inside an async runtime, where blocking would stall it.
-    fn block_on<F, T>(&self, f: F) -> Result<T>
+    /// Runs the future `make()` returns on this runtime and waits for its output.
+    fn run<F, Fut, T>(&self, make: F) -> Result<T>
     where
-        F: Future<Output = Result<T>>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
     {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(Error::new(
-                ErrorKind::InvalidState,
-                "a BlockingClient cannot be used from inside an async runtime; use r1_core::Client there",
-            ));
-        }
-        match &self.0 {
-            Some(rt) => rt.block_on(f),
-            None => Err(Error::new(
-                ErrorKind::Closed,
-                "the client runtime has stopped",
-            )),
-        }
+        let stopped = || Error::new(ErrorKind::Closed, "the client runtime has stopped");
+        let Some(rt) = &self.0 else {
+            return Err(stopped());
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(make().await);
+        });
+        rx.recv().unwrap_or_else(|_| Err(stopped()))
     }
 }
 
@@ -102,14 +101,14 @@ impl BlockingClient {
     /// [`dial`] on a fresh runtime.
     pub fn dial(opts: DialOptions) -> Result<BlockingClient> {
         let rt = Rt::new()?;
-        let client = rt.block_on(async move { dial(opts).await })?;
+        let client = rt.run(move || dial(opts))?;
         Ok(BlockingClient { client, rt })
     }
 
     /// [`dial_ws`] on a fresh runtime.
     pub fn dial_ws(opts: WsOptions) -> Result<BlockingClient> {
         let rt = Rt::new()?;
-        let client = rt.block_on(async move { dial_ws(opts).await })?;
+        let client = rt.run(move || dial_ws(opts))?;
         Ok(BlockingClient { client, rt })
     }
 
@@ -120,11 +119,12 @@ impl BlockingClient {
 
     fn run<F, Fut, T>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(Client) -> Fut,
-        Fut: Future<Output = Result<T>>,
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
     {
         let c = self.client.clone();
-        self.rt.block_on(async move { f(c).await })
+        self.rt.run(move || f(c))
     }
 
     /// See [`Client::handshake`].
@@ -141,7 +141,8 @@ impl BlockingClient {
     }
     /// See [`Client::call`].
     pub fn call(&self, method: &str, params: Value) -> Result<Value> {
-        self.run(|c| async move { c.call(method, params).await })
+        let method = method.to_owned();
+        self.run(move |c| async move { c.call(&method, params).await })
     }
     /// See [`Client::call_with_timeout`].
     pub fn call_with_timeout(
@@ -150,63 +151,72 @@ impl BlockingClient {
         params: Value,
         timeout: Duration,
     ) -> Result<Value> {
-        self.run(|c| async move { c.call_with_timeout(method, params, timeout).await })
+        let method = method.to_owned();
+        self.run(move |c| async move { c.call_with_timeout(&method, params, timeout).await })
     }
     /// See [`Client::hello`].
     pub fn hello(&self) -> Result<Hello> {
-        self.run(|c| async move { c.hello().await })
+        self.run(move |c| async move { c.hello().await })
     }
     /// See [`Client::info`].
     pub fn info(&self) -> Result<Info> {
-        self.run(|c| async move { c.info().await })
+        self.run(move |c| async move { c.info().await })
     }
     /// See [`Client::shutdown`].
     pub fn shutdown(&self, grace: Option<Duration>) -> Result<()> {
-        self.run(|c| async move { c.shutdown(grace).await })
+        self.run(move |c| async move { c.shutdown(grace).await })
     }
     /// See [`Client::rotate_token`].
     pub fn rotate_token(&self) -> Result<String> {
-        self.run(|c| async move { c.rotate_token().await })
+        self.run(move |c| async move { c.rotate_token().await })
     }
     /// See [`Client::mint_token`].
     pub fn mint_token(&self, scope: &str, ttl: Duration) -> Result<MintedToken> {
-        self.run(|c| async move { c.mint_token(scope, ttl).await })
+        let scope = scope.to_owned();
+        self.run(move |c| async move { c.mint_token(&scope, ttl).await })
     }
     /// See [`Client::discover_methods`].
     pub fn discover_methods(&self) -> Result<Value> {
-        self.run(|c| async move { c.discover_methods().await })
+        self.run(move |c| async move { c.discover_methods().await })
     }
     /// See [`Client::start`].
     pub fn start(&self, opts: StartOptions) -> Result<StartResult> {
-        self.run(|c| async move { c.start(opts).await })
+        self.run(move |c| async move { c.start(opts).await })
     }
     /// See [`Client::list`].
     pub fn list(&self, state: Option<SessionState>) -> Result<Vec<SessionInfo>> {
-        self.run(|c| async move { c.list(state).await })
+        self.run(move |c| async move { c.list(state).await })
     }
     /// See [`Client::get`].
     pub fn get(&self, session_id: &str) -> Result<SessionInfo> {
-        self.run(|c| async move { c.get(session_id).await })
+        let id = session_id.to_owned();
+        self.run(move |c| async move { c.get(&id).await })
     }
     /// See [`Client::send`].
     pub fn send(&self, session_id: &str, text: &str) -> Result<u64> {
-        self.run(|c| async move { c.send(session_id, text).await })
+        let (id, text) = (session_id.to_owned(), text.to_owned());
+        self.run(move |c| async move { c.send(&id, &text).await })
     }
     /// See [`Client::pause`].
     pub fn pause(&self, session_id: &str) -> Result<String> {
-        self.run(|c| async move { c.pause(session_id).await })
+        let id = session_id.to_owned();
+        self.run(move |c| async move { c.pause(&id).await })
     }
     /// See [`Client::resume`].
     pub fn resume(&self, session_id: &str) -> Result<String> {
-        self.run(|c| async move { c.resume(session_id).await })
+        let id = session_id.to_owned();
+        self.run(move |c| async move { c.resume(&id).await })
     }
     /// See [`Client::cancel`].
     pub fn cancel(&self, session_id: &str, reason: Option<&str>) -> Result<String> {
-        self.run(|c| async move { c.cancel(session_id, reason).await })
+        let id = session_id.to_owned();
+        let reason = reason.map(str::to_owned);
+        self.run(move |c| async move { c.cancel(&id, reason.as_deref()).await })
     }
     /// See [`Client::delete`].
     pub fn delete(&self, session_id: &str) -> Result<String> {
-        self.run(|c| async move { c.delete(session_id).await })
+        let id = session_id.to_owned();
+        self.run(move |c| async move { c.delete(&id).await })
     }
     /// See [`Client::read`].
     pub fn read(
@@ -216,11 +226,13 @@ impl BlockingClient {
         epoch: Option<&str>,
         limit: Option<u64>,
     ) -> Result<ReadPage> {
-        self.run(|c| async move { c.read(session_id, since_seq, epoch, limit).await })
+        let id = session_id.to_owned();
+        let epoch = epoch.map(str::to_owned);
+        self.run(move |c| async move { c.read(&id, since_seq, epoch.as_deref(), limit).await })
     }
     /// See [`Client::unsubscribe`].
     pub fn unsubscribe(&self, sub: u64) -> Result<()> {
-        self.run(|c| async move { c.unsubscribe(sub).await })
+        self.run(move |c| async move { c.unsubscribe(sub).await })
     }
 
     /// See [`Client::subscribe`].
@@ -230,13 +242,16 @@ impl BlockingClient {
         since_seq: Option<u64>,
         epoch: Option<&str>,
     ) -> Result<BlockingSubscription> {
-        let sub = self.run(|c| async move { c.subscribe(session_id, since_seq, epoch).await })?;
+        let id = session_id.to_owned();
+        let epoch = epoch.map(str::to_owned);
+        let sub =
+            self.run(move |c| async move { c.subscribe(&id, since_seq, epoch.as_deref()).await })?;
         Ok(BlockingSubscription::new(sub, Arc::clone(&self.rt)))
     }
 
     /// See [`Client::subscribe_bus`].
     pub fn subscribe_bus(&self, since_seq: Option<u64>) -> Result<BlockingSubscription> {
-        let sub = self.run(|c| async move { c.subscribe_bus(since_seq).await })?;
+        let sub = self.run(move |c| async move { c.subscribe_bus(since_seq).await })?;
         Ok(BlockingSubscription::new(sub, Arc::clone(&self.rt)))
     }
 }
@@ -245,7 +260,7 @@ impl BlockingClient {
 /// next item; [`close`](Self::close) may be called from any thread and wakes a
 /// waiting `next_timeout` with [`ErrorKind::Closed`]. Also an `Iterator`.
 pub struct BlockingSubscription {
-    sub: tokio::sync::Mutex<Option<Subscription>>,
+    sub: Arc<tokio::sync::Mutex<Option<Subscription>>>,
     reply: SubscribeReply,
     closed: CancellationToken,
     stop: CancellationToken,
@@ -266,7 +281,7 @@ impl BlockingSubscription {
         BlockingSubscription {
             reply: sub.reply().clone(),
             stop: sub.stopper(),
-            sub: tokio::sync::Mutex::new(Some(sub)),
+            sub: Arc::new(tokio::sync::Mutex::new(Some(sub))),
             closed: CancellationToken::new(),
             rt,
         }
@@ -285,17 +300,19 @@ impl BlockingSubscription {
     /// other `Err` is the stream's final error.
     pub fn next_timeout(&self, timeout: Duration) -> Result<Option<SubEvent>> {
         let closed = self.closed.clone();
-        let ended = || Error::new(ErrorKind::Closed, "the subscription has ended");
-        self.rt.block_on(async move {
+        let sub = Arc::clone(&self.sub);
+        self.rt.run(move || async move {
+            let was_closed = || Error::new(ErrorKind::Closed, "the subscription was closed");
+            let ended = || Error::new(ErrorKind::Closed, "the subscription has ended");
             let mut guard = tokio::select! {
-                g = self.sub.lock() => g,
-                _ = closed.cancelled() => return Err(Error::new(ErrorKind::Closed, "the subscription was closed")),
+                g = sub.lock() => g,
+                _ = closed.cancelled() => return Err(was_closed()),
             };
-            let Some(sub) = guard.as_mut() else {
+            let Some(s) = guard.as_mut() else {
                 return Err(ended());
             };
             tokio::select! {
-                item = sub.next() => match item {
+                item = s.next() => match item {
                     Some(Ok(ev)) => Ok(Some(ev)),
                     Some(Err(e)) => {
                         *guard = None;
@@ -307,7 +324,7 @@ impl BlockingSubscription {
                     }
                 },
                 _ = tokio::time::sleep(timeout) => Ok(None),
-                _ = closed.cancelled() => Err(Error::new(ErrorKind::Closed, "the subscription was closed")),
+                _ = closed.cancelled() => Err(was_closed()),
             }
         })
     }

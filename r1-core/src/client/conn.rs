@@ -222,6 +222,18 @@ impl Conn {
     }
 }
 
+/// Removes a pending call's entry when dropped.
+struct Forget<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.shared.router().pending.remove(&self.id);
+    }
+}
+
 async fn request(
     out: &mpsc::Sender<String>,
     shared: &Arc<Shared>,
@@ -239,6 +251,9 @@ async fn request(
         }
         r.pending.insert(id, Pending { tx, sub });
     }
+    // Forget the entry however this ends (answered, timed out, or the caller's
+    // future dropped), so abandoned calls never accumulate.
+    let _forget = Forget { shared, id };
     let line = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
     let outcome = tokio::time::timeout(timeout, async {
         if out.send(line).await.is_err() {
@@ -258,17 +273,14 @@ async fn request(
     .await;
     match outcome {
         Ok(answer) => answer,
-        Err(_) => {
-            shared.router().pending.remove(&id);
-            Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "{method} got no answer from the daemon ({}) within {:.1}s",
-                    shared.peer,
-                    timeout.as_secs_f64()
-                ),
-            ))
-        }
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "{method} got no answer from the daemon ({}) within {:.1}s",
+                shared.peer,
+                timeout.as_secs_f64()
+            ),
+        )),
     }
 }
 
@@ -302,7 +314,8 @@ where
                     e.message()
                 ),
             ));
-            break;
+            // A sink that failed must not be polled again (some adapters panic).
+            return;
         }
     }
     let _ = sink.close().await;
@@ -369,14 +382,13 @@ fn route(shared: &Shared, mut v: Value) -> Result<()> {
                     return Err(not_r1("a $/event without a sub"));
                 };
                 let mut r = shared.router();
-                if let Some(tx) = r.subs.get(&sub) {
-                    if tx.try_send(SubMsg::Event(params)).is_err() {
-                        // Full (the consumer fell behind) or gone: stop routing; the
-                        // subscription notices its queue ended and re-subscribes
-                        // from its last seq, so nothing is lost and memory stays
-                        // bounded.
-                        r.subs.remove(&sub);
-                    }
+                if let Some(tx) = r.subs.get(&sub)
+                    && tx.try_send(SubMsg::Event(params)).is_err()
+                {
+                    // Full (the consumer fell behind) or gone: stop routing; the
+                    // subscription notices its queue ended and re-subscribes from
+                    // its last seq, so nothing is lost and memory stays bounded.
+                    r.subs.remove(&sub);
                 }
             }
             "$/daemon" => {

@@ -264,10 +264,17 @@ pub(crate) async fn probe(
         return Probe::Fatal(version_skew(d.protocol_version, &d.version));
     }
     if skip_instance == Some(d.instance_id.as_str()) {
-        return absent(format!(
-            "the discovery file {} is stale (already checked)",
-            file.display()
-        ));
+        return Probe::Absent {
+            error: Error::new(
+                ErrorKind::DaemonNotFound,
+                format!(
+                    "the discovery file {} is stale (already checked)",
+                    file.display()
+                ),
+            )
+            .with_data(json!({"skipped": true})),
+            stale_instance: Some(d.instance_id.clone()),
+        };
     }
     let Some(sock) = d.sock_path.clone() else {
         return Probe::Fatal(Error::new(

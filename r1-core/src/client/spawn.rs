@@ -56,12 +56,17 @@ fn probe_budget(deadline: Instant) -> Duration {
 }
 
 /// Takes `spawn.lock`, re-checks, spawns, and waits for the handshake.
+///
+/// `stale` is the instance the first probe judged stale; later probes skip it
+/// without connecting (its socket may be a squatter that never answers). Only that
+/// first judgement is remembered: a daemon that appears later is always probed, so
+/// a slow first answer never gets a fresh daemon written off.
 pub(crate) async fn spawn_and_connect(
     home: &Home,
     opts: &DialOptions,
     deadline: Instant,
     first_reason: Error,
-    mut stale: Option<String>,
+    stale: Option<String>,
 ) -> Result<Conn> {
     let mut reason = first_reason;
     let name = opts.client_name.as_deref();
@@ -99,10 +104,7 @@ pub(crate) async fn spawn_and_connect(
         match probe(home, probe_budget(deadline), name, stale.as_deref()).await {
             Probe::Ready(conn) => return Ok(*conn),
             Probe::Fatal(e) => return Err(e),
-            Probe::Absent {
-                error,
-                stale_instance,
-            } => note(&mut reason, &mut stale, error, stale_instance),
+            Probe::Absent { error, .. } => note(&mut reason, error, stale.as_deref()),
         }
         if Instant::now() >= deadline {
             return Err(failure(
@@ -123,10 +125,7 @@ pub(crate) async fn spawn_and_connect(
     match probe(home, probe_budget(deadline), name, stale.as_deref()).await {
         Probe::Ready(conn) => return Ok(*conn),
         Probe::Fatal(e) => return Err(e),
-        Probe::Absent {
-            error,
-            stale_instance,
-        } => note(&mut reason, &mut stale, error, stale_instance),
+        Probe::Absent { error, .. } => note(&mut reason, error, stale.as_deref()),
     }
 
     // 3. Spawn.
@@ -150,7 +149,6 @@ pub(crate) async fn spawn_and_connect(
     let mut wait = BACKOFF_START;
     let mut exited: Option<ExitStatus> = None;
     let mut last = reason;
-    let mut stale_now = stale.clone();
     loop {
         if exited.is_none() {
             match child.try_wait() {
@@ -169,18 +167,22 @@ pub(crate) async fn spawn_and_connect(
                 Err(e) => tracing::debug!(error = %e, "cannot poll the spawned daemon"),
             }
         }
-        match probe(home, probe_budget(deadline), name, stale_now.as_deref()).await {
+        match probe(home, probe_budget(deadline), name, stale.as_deref()).await {
             Probe::Ready(conn) => {
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "spawned daemon answered"
                 );
                 if exited.is_none() {
-                    // `--detach` returns once daemon.json is written; reap it
-                    // without holding the caller up.
-                    tokio::spawn(async move {
-                        let _ = child.wait().await;
-                    });
+                    // `--detach` exits right after daemon.json is written: reap it
+                    // now (briefly), else in the background, so no zombie stays.
+                    let reaped =
+                        tokio::time::timeout(Duration::from_millis(100), child.wait()).await;
+                    if reaped.is_err() {
+                        tokio::spawn(async move {
+                            let _ = child.wait().await;
+                        });
+                    }
                 }
                 return Ok(*conn);
             }
@@ -188,10 +190,7 @@ pub(crate) async fn spawn_and_connect(
                 kill_and_reap(&mut child, exited.is_none()).await;
                 return Err(e);
             }
-            Probe::Absent {
-                error,
-                stale_instance,
-            } => note(&mut last, &mut stale_now, error, stale_instance),
+            Probe::Absent { error, .. } => note(&mut last, error, stale.as_deref()),
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -218,16 +217,13 @@ pub(crate) async fn spawn_and_connect(
     Err(failure(ErrorKind::Timeout, home, &cause))
 }
 
-/// Keeps the most telling reason: a probe that skipped an already-judged stale file
-/// says less than the probe that judged it.
-fn note(reason: &mut Error, stale: &mut Option<String>, error: Error, found: Option<String>) {
-    if found.is_some() && found == *stale {
+/// Keeps the most telling reason: a probe that skipped the already-judged stale
+/// file says less than the probe that judged it.
+fn note(reason: &mut Error, error: Error, stale: Option<&str>) {
+    if stale.is_some() && error.data().and_then(|d| d.get("skipped")).is_some() {
         return;
     }
     *reason = error;
-    if found.is_some() {
-        *stale = found;
-    }
 }
 
 /// The binary to spawn: the option, else `R1_BIN`, else `r1` beside the current
@@ -362,6 +358,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("log");
         std::fs::write(&p, "old line\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         let from = std::fs::metadata(&p).unwrap().len();
         std::fs::write(&p, "old line\nfirst\nsecond\n").unwrap();
         assert_eq!(log_tail(&p, from), "first; second");

@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use sha2::Sha256;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -31,8 +29,7 @@ use crate::discovery::Discovery;
 use crate::error::{Error, ErrorKind, Result};
 use crate::token::{self, Token};
 
-/// The WebSocket subprotocol that carries the bearer token.
-pub const BEARER_PROTOCOL: &str = "r1.bearer";
+pub use crate::server::gate::BEARER_PROTOCOL;
 /// Largest message accepted (DESIGN §4).
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Largest `/v1/hello` body read.
@@ -120,24 +117,11 @@ pub async fn dial_ws(opts: WsOptions) -> Result<Client> {
     Ok(Client::from_conn(conn, Dialer::Ws(opts)))
 }
 
-/// HMAC-SHA256 keyed with the token's bytes over the nonce's bytes (as sent, hex
-/// text) followed by the instance id's bytes, as lowercase hex: the `/v1/hello`
-/// proof (DESIGN §4). The server computes the same.
-pub fn hello_proof(token: &Token, nonce: &str, instance_id: &str) -> Result<String> {
-    Ok(hex::encode(
-        proof_mac(token, nonce, instance_id)?
-            .finalize()
-            .into_bytes(),
-    ))
-}
-
-fn proof_mac(token: &Token, nonce: &str, instance_id: &str) -> Result<Hmac<Sha256>> {
-    // HMAC takes keys of any length; the error case exists only in the signature.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(token.expose().as_bytes())
-        .map_err(|e| Error::internal(format!("hmac key rejected: {e}")))?;
-    mac.update(nonce.as_bytes());
-    mac.update(instance_id.as_bytes());
-    Ok(mac)
+/// The `/v1/hello` proof for `token`: lowercase hex HMAC-SHA256 keyed with the
+/// token's text over the nonce's text (as sent) followed by the instance id (DESIGN
+/// §4). The same function the daemon answers with ([`crate::server::rest::hello_proof`]).
+pub fn hello_proof(token: &Token, nonce: &str, instance_id: &str) -> String {
+    crate::server::rest::hello_proof(token.expose(), nonce, instance_id)
 }
 
 /// `host:port` as the `Host` header and URL want it (`[::1]:port` for IPv6).
@@ -194,7 +178,9 @@ async fn check_hello(authority: &str, token: &Token, budget: Duration) -> Result
         let driver = tokio::spawn(async move {
             let _ = conn.await;
         });
-        let req = hyper::Request::get(format!("/v1/hello?nonce={nonce}"))
+        // `key` names the token we hold (master or scoped) without revealing it.
+        let key = crate::server::auth::key_id(token.expose());
+        let req = hyper::Request::get(format!("/v1/hello?nonce={nonce}&key={key}"))
             .header(hyper::header::HOST, authority)
             .body(Empty::<Bytes>::new())
             .map_err(|e| Error::internal(format!("cannot build the hello request: {e}")))?;
@@ -209,6 +195,14 @@ async fn check_hello(authority: &str, token: &Token, budget: Duration) -> Result
             .map_err(|e| fail(format!("cannot read the /v1/hello answer ({e})")))?
             .to_bytes();
         driver.abort();
+        if status == hyper::StatusCode::NOT_FOUND {
+            return Err(Error::new(
+                ErrorKind::Unauthorized,
+                format!(
+                    "the daemon on {authority} knows no such token (expired, rotated, or another daemon's); the token was not sent"
+                ),
+            ));
+        }
         if !status.is_success() {
             return Err(fail(format!("GET /v1/hello answered {status}")));
         }
@@ -227,12 +221,15 @@ async fn check_hello(authority: &str, token: &Token, budget: Duration) -> Result
             ));
         }
     };
-    let proof = hex::decode(answer.proof.trim()).unwrap_or_default();
-    // Constant-time comparison (`verify_slice`).
-    if proof_mac(token, &nonce, &answer.instance_id)?
-        .verify_slice(&proof)
-        .is_err()
-    {
+    let expected = hello_proof(token, &nonce, &answer.instance_id);
+    let presented = answer.proof.trim().to_ascii_lowercase();
+    // Constant time: a timing oracle must not help forge a proof byte by byte.
+    let ok = !expected.is_empty()
+        && bool::from(subtle::ConstantTimeEq::ct_eq(
+            expected.as_bytes(),
+            presented.as_bytes(),
+        ));
+    if !ok {
         return Err(Error::new(
             ErrorKind::Unauthorized,
             format!(
@@ -347,14 +344,15 @@ mod tests {
 
     #[test]
     fn proof_is_hmac_of_nonce_then_instance() {
-        // RFC 4231-style check against an independent computation.
+        use hmac::{Hmac, Mac};
         let token = Token::parse(&"ab".repeat(32)).unwrap();
-        let p = hello_proof(&token, "00ff", "1234").unwrap();
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice("ab".repeat(32).as_bytes()).unwrap();
+        let p = hello_proof(&token, "00ff", "1234");
+        let mut mac =
+            <Hmac<sha2::Sha256> as Mac>::new_from_slice("ab".repeat(32).as_bytes()).unwrap();
         mac.update(b"00ff1234");
         assert_eq!(p, hex::encode(mac.finalize().into_bytes()));
         assert_eq!(p.len(), 64);
-        assert_ne!(p, hello_proof(&token, "00ff", "1235").unwrap());
+        assert_ne!(p, hello_proof(&token, "00ff", "1235"));
     }
 
     #[test]

@@ -124,6 +124,8 @@ impl Reader {
         // Read forward from `lo` to the first line whose seq is > since_seq.
         self.scanner.set_pos(lo);
         let mut prev: Option<u64> = None;
+        let mut skipped: u64 = 0;
+        let mut landed = false;
         loop {
             let here = self.scanner.pos();
             let item = self
@@ -132,27 +134,35 @@ impl Reader {
                 .map_err(|e| Error::io("cannot read", &self.path, e))?;
             match item {
                 Next::Line { line, .. } => match parse_prefix(line) {
-                    Ok((_, seq, _, _)) if seq <= since_seq => prev = Some(seq),
+                    Ok((_, seq, _, _)) if seq <= since_seq => {
+                        prev = Some(seq);
+                        skipped += 1;
+                    }
                     // Either the target, or a line we cannot read the seq of: land
                     // there so next_record reports it instead of skipping it silently.
                     _ => {
                         self.scanner.set_pos(here);
+                        landed = true;
                         break;
                     }
                 },
                 Next::TooLong { .. } => {
                     self.scanner.set_pos(here);
+                    landed = true;
                     break;
                 }
                 Next::Pending { .. } | Next::Eof => break,
             }
         }
-        self.prev_seq = prev;
-        self.next_line_no = if lo == 0 && prev.is_none() {
-            Some(1)
+        // Seqs are contiguous from 1, so the record we land on must be since_seq + 1
+        // (a gap there is damage, reported by next_record); at the end, the next one
+        // must follow the last we saw.
+        self.prev_seq = if landed {
+            prev.or(Some(since_seq))
         } else {
-            None
+            prev
         };
+        self.next_line_no = (lo == 0).then_some(1 + skipped);
         Ok(())
     }
 
@@ -224,7 +234,6 @@ impl Reader {
     pub fn verify(&mut self) -> Result<VerifyReport> {
         let scan =
             recover::full_scan(&self.file).map_err(|e| Error::io("cannot read", &self.path, e))?;
-        let damage = scan.newer.clone().or(scan.first_bad.clone());
         Ok(VerifyReport {
             records: scan.records,
             last_seq: scan.last_seq,
@@ -233,7 +242,7 @@ impl Reader {
             } else {
                 0
             },
-            damage,
+            damage: scan.first_bad,
         })
     }
 

@@ -73,6 +73,16 @@ pub struct RawRecord {
 }
 
 impl RawRecord {
+    /// A record from a line the writer just encoded itself (prefix, CRC and shape are
+    /// right by construction), without re-parsing it on the append hot path.
+    pub(crate) fn from_encoded(seq: u64, line: &str, body_start: usize) -> RawRecord {
+        RawRecord {
+            seq,
+            line: Arc::from(line),
+            body_start,
+        }
+    }
+
     /// The whole line without its newline.
     pub fn line(&self) -> &str {
         &self.line
@@ -261,6 +271,8 @@ pub fn parse_line(line: &[u8]) -> Result<RawRecord, LineError> {
     #[derive(Deserialize)]
     #[allow(dead_code)]
     struct Shape<'a> {
+        // Cow, not &str: a string with an escape (a kind with `"` in it) cannot be
+        // borrowed, and encode_line does write such lines.
         #[serde(borrow)]
         at: std::borrow::Cow<'a, str>,
         #[serde(borrow)]

@@ -1,6 +1,6 @@
 //! Recovery of a journal at open (DESIGN §5).
 //!
-//! [`super::Journal::open`] asks [`plan`] what the file needs, then carries it out:
+//! [`super::Journal::open`] asks `plan` what the file needs, then carries it out:
 //!
 //! 1. **Clean marker** (`clean` beside the journal, `{size, last_seq, epoch}`) whose
 //!    `size` equals the file's: trusted, no scan. Only the first line's `v` is read

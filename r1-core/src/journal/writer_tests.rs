@@ -33,10 +33,51 @@ fn encode_into_matches_encode_line() {
     for (i, data) in cases.iter().enumerate() {
         for seq in [1u64, 9, 10, 12345, u64::MAX] {
             let kind = format!("k\"ind.{i}");
-            encode_into(&mut buf, seq, "2026-05-02T18:30:00.123Z", &kind, data).unwrap();
-            let want = encode_line(seq, "2026-05-02T18:30:00.123Z", &kind, data).unwrap();
-            assert_eq!(std::str::from_utf8(&buf).unwrap(), want);
+            for at in ["2026-05-02T18:30:00.123Z", "we\"ird\\ \u{1}"] {
+                let body = encode_into(&mut buf, seq, at, &kind, data).unwrap();
+                let want = encode_line(seq, at, &kind, data).unwrap();
+                assert_eq!(std::str::from_utf8(&buf).unwrap(), want);
+                assert!(buf[body..].starts_with(b"\"at\":"));
+                // Readable back, escapes included.
+                let raw = crate::journal::record::parse_line(&buf[..buf.len() - 1]).unwrap();
+                assert_eq!(raw.kind().as_deref(), Some(kind.as_str()));
+                assert_eq!(
+                    raw.body(),
+                    std::str::from_utf8(&buf[body..buf.len() - 1]).unwrap()
+                );
+            }
         }
+    }
+}
+
+#[test]
+fn at_clock_matches_time_fmt() {
+    use time::format_description::well_known::Rfc3339;
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    for secs in [
+        0u64,
+        1,
+        59,
+        86_399,
+        951_782_400,
+        1_777_746_600,
+        4_102_444_799,
+    ] {
+        let t = time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap();
+        let want = t.format(&fmt).unwrap();
+        assert_eq!(format!("{}000Z", format_seconds_prefix(secs)), want);
+        assert!(time::OffsetDateTime::parse(&want, &Rfc3339).is_ok());
+    }
+    let mut c = AtClock::default();
+    for _ in 0..3 {
+        let before = crate::time_fmt::now_millis();
+        let got = c.now().to_owned();
+        let after = crate::time_fmt::now_millis();
+        assert_eq!(got.len(), 24);
+        assert!(before <= got && got <= after, "{before} {got} {after}");
+        std::thread::sleep(Duration::from_millis(3));
     }
 }
 
@@ -179,14 +220,11 @@ fn subscribers_see_every_record_in_order() {
             let (last, mut rx) = j.subscribe();
             s.spawn(move || {
                 let mut want = last + 1;
-                loop {
+                while want <= 1 + threads * per {
                     match rx.blocking_recv() {
                         Ok(rec) => {
                             assert_eq!(rec.seq, want);
                             want += 1;
-                            if want > 1 + threads * per {
-                                break;
-                            }
                         }
                         Err(e) => panic!("{e:?} at {want}"),
                     }
@@ -311,14 +349,26 @@ fn one_flusher_thread_serves_many_journals() {
 fn oversized_record_is_refused_and_nothing_written() {
     let t = tempfile::tempdir().unwrap();
     let (path, j) = created(t.path());
+    assert_eq!(j.lock_state().max_line, MAX_LINE_BYTES);
+    // The real limit is 32 MiB; a small one keeps the test fast in debug builds.
+    let limit = 1000;
+    j.lock_state().max_line = limit;
+    let probe = j.append("session.delta", &json!({"text": ""})).unwrap();
+    let fixed = probe.line().len();
+    // Exactly at the limit: accepted. More: refused, nothing written.
+    let at_limit = j
+        .append("session.delta", &json!({"text": "x".repeat(limit - fixed)}))
+        .unwrap();
+    assert_eq!(at_limit.line().len(), limit);
     let size = j.size();
-    let big = "x".repeat(MAX_LINE_BYTES);
-    let e = j
-        .append("session.delta", &json!({ "text": big }))
-        .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::TooLarge);
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
-    assert_eq!(j.append("session.delta", &json!({})).unwrap().seq, 2);
+    for over in [limit - fixed + 1, 10 * limit] {
+        let e = j
+            .append("session.delta", &json!({"text": "x".repeat(over)}))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TooLarge, "{e}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+    }
+    assert_eq!(j.append("session.delta", &json!({})).unwrap().seq, 4);
 }
 
 /// Set in the child process of [`failed_write_truncates_back`].

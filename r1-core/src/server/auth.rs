@@ -144,6 +144,21 @@ impl Auth {
         found.map(Bearer::Scoped)
     }
 
+    /// The live token (master or scoped) whose [`key_id`] is `id`, for the
+    /// `/v1/hello` proof of a client that holds that token.
+    pub fn token_for_key_id(&self, id: &str) -> Option<String> {
+        let master = self.master();
+        if key_id(master.expose()) == id {
+            return Some(master.expose().to_owned());
+        }
+        let now = Instant::now();
+        let scoped = self.scoped.lock().unwrap_or_else(|p| p.into_inner());
+        scoped
+            .iter()
+            .find(|(tok, s)| s.expires > now && key_id(tok) == id)
+            .map(|(tok, _)| tok.clone())
+    }
+
     /// `daemon.mint_token`: a scoped bearer for `ttl`.
     pub fn mint(&self, scope: Scope, ttl: Duration) -> Result<(String, String)> {
         if ttl.is_zero() || ttl > MAX_SCOPED_TTL {
@@ -256,6 +271,15 @@ impl Auth {
     }
 }
 
+/// A token's public name: the first 16 hex digits of SHA-256 of its text. A client
+/// sends it to `/v1/hello` so the daemon proves knowledge of *that* token (master or
+/// scoped) without the token itself crossing the wire.
+pub fn key_id(token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    hex::encode(&digest[..8])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +303,21 @@ mod tests {
         let new = a.rotate().unwrap();
         assert!(a.check(old.expose()).is_none());
         assert!(matches!(a.check(new.expose()), Some(Bearer::Master(1))));
+    }
+
+    #[test]
+    fn key_ids_find_live_tokens_only() {
+        let a = Auth::new(Token::generate().unwrap(), vec![]);
+        let m = a.master();
+        assert_eq!(
+            a.token_for_key_id(&key_id(m.expose())).as_deref(),
+            Some(m.expose())
+        );
+        let (t, _) = a.mint(Scope::Read, Duration::from_secs(60)).unwrap();
+        assert_eq!(a.token_for_key_id(&key_id(&t)), Some(t.clone()));
+        a.age_scoped(Duration::from_secs(61));
+        assert_eq!(a.token_for_key_id(&key_id(&t)), None);
+        assert_eq!(key_id("x").len(), 16);
     }
 
     #[test]

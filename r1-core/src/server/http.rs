@@ -31,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::auth::{Bearer, Scope};
 use super::gate::{self, AllowedOrigin};
 use super::state::{Caller, Transport};
-use super::{rest, sse, ws};
+use super::{console, rest, sse, ws};
 use crate::error::{Error, ErrorKind};
 use crate::rpc::codes;
 use crate::rpc::dispatch::Dispatcher;
@@ -222,6 +222,8 @@ pub(crate) enum Endpoint {
     SessionWs,
     SseTicket,
     Sse,
+    /// The web console's page and assets ([`console`]), no credential needed.
+    Console,
 }
 
 /// One route: method, path pattern (`:id` matches one segment) and handler.
@@ -232,8 +234,7 @@ struct Route {
     endpoint: Endpoint,
 }
 
-/// Every route, one line each. The web console's page becomes one more line here
-/// (`route(Method::GET, "/", Endpoint::Console)`); until then `GET /` is a 404.
+/// Every route, one line each.
 fn routes() -> &'static [Route] {
     use Endpoint::*;
     static ROUTES: std::sync::OnceLock<Vec<Route>> = std::sync::OnceLock::new();
@@ -256,6 +257,8 @@ fn routes() -> &'static [Route] {
             route(Method::GET, "/v1/sessions/:id/ws", SessionWs),
             route(Method::POST, "/v1/sse-ticket", SseTicket),
             route(Method::GET, "/v1/sessions/:id/sse", Sse),
+            route(Method::GET, "/", Console),
+            route(Method::GET, "/console/:id", Console),
         ]
     })
 }
@@ -407,6 +410,7 @@ async fn dispatch(
         Endpoint::Ws => return ws::upgrade(shared, req, None, permit).await,
         Endpoint::SessionWs => return ws::upgrade(shared, req, Some(id), permit).await,
         Endpoint::Sse => return sse::stream(shared, req, &id).await,
+        Endpoint::Console => return console::serve(shared, req.method(), req.uri().path()),
         _ => {}
     }
     let caller = match authenticate(shared, req.headers(), Transport::Http) {
@@ -431,7 +435,8 @@ async fn dispatch(
         | Endpoint::Hello
         | Endpoint::Ws
         | Endpoint::SessionWs
-        | Endpoint::Sse => error_status(
+        | Endpoint::Sse
+        | Endpoint::Console => error_status(
             StatusCode::INTERNAL_SERVER_ERROR,
             &Error::internal("route dispatched twice"),
         ),
@@ -550,7 +555,13 @@ mod tests {
             found(Method::GET, "/v1/sessions/abc/ws"),
             (Endpoint::SessionWs, Some("abc".into()))
         );
-        assert_eq!(resolve(&Method::GET, "/"), Routed::NotFound);
+        assert_eq!(found(Method::GET, "/"), (Endpoint::Console, None));
+        assert_eq!(
+            found(Method::GET, "/console/app.js"),
+            (Endpoint::Console, Some("app.js".into()))
+        );
+        assert_eq!(resolve(&Method::GET, "/console/"), Routed::NotFound);
+        assert_eq!(resolve(&Method::GET, "/index.html"), Routed::NotFound);
         assert_eq!(resolve(&Method::GET, "/v1/health/"), Routed::NotFound);
         assert_eq!(
             resolve(&Method::GET, "/v1/sessions//send"),

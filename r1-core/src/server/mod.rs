@@ -2,6 +2,7 @@
 //! state and credentials they share.
 
 pub mod auth;
+pub mod console;
 pub mod gate;
 pub mod http;
 pub mod rest;

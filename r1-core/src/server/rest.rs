@@ -135,10 +135,13 @@ pub fn hello_proof(token: &str, nonce: &str, instance_id: &str) -> String {
     }
 }
 
-/// `GET /v1/hello?nonce=<hex>` (no auth): `{instance_id, proof}` (see [`hello_proof`]).
+/// `GET /v1/hello?nonce=<hex>[&key=<key id>]` (no auth): `{instance_id, proof}`
+/// (see [`hello_proof`]). The proof is keyed with the master token, or with the
+/// live token whose [`key_id`](super::auth::key_id) is `key` — so the holder of a
+/// scoped token can check the daemon too; an unknown key is a 404.
 pub(crate) fn hello(shared: &Shared, uri: &Uri) -> Response<Body> {
-    let nonce = match Query::parse(uri) {
-        Ok(q) => q.str("nonce"),
+    let (nonce, key) = match Query::parse(uri) {
+        Ok(q) => (q.str("nonce"), q.str("key")),
         Err(e) => return error(&e),
     };
     let Some(nonce) =
@@ -151,12 +154,22 @@ pub(crate) fn hello(shared: &Shared, uri: &Uri) -> Response<Body> {
         )));
     };
     let state = shared.rpc.state();
-    let token = state.auth.master();
+    let token = match key {
+        None => state.auth.master().expose().to_owned(),
+        Some(k) => match state.auth.token_for_key_id(k) {
+            Some(t) => t,
+            None => {
+                return error(&Error::not_found(
+                    "no live token has that key id (expired, rotated, or another daemon's)",
+                ));
+            }
+        },
+    };
     json(
         StatusCode::OK,
         &json!({
             "instance_id": state.info.instance_id,
-            "proof": hello_proof(token.expose(), nonce, &state.info.instance_id),
+            "proof": hello_proof(&token, nonce, &state.info.instance_id),
         }),
     )
 }

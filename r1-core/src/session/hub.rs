@@ -294,12 +294,15 @@ impl Hub {
         let mut sessions = BTreeMap::new();
         let mut tombstones = Vec::new();
         let (mut reattached, mut repaired, mut damaged) = (0u64, 0u64, 0u64);
-        for entry in entries {
-            if entry.deleted_at.is_some() {
-                tombstones.push(entry);
-                continue;
-            }
-            let session = reopen_session(&cfg, &entry)?;
+        let (dead, live): (Vec<IndexEntry>, Vec<IndexEntry>) =
+            entries.into_iter().partition(|e| e.deleted_at.is_some());
+        tombstones.extend(dead);
+        // Each reopen fsyncs (marker removal, reattach records): overlap them, or
+        // a thousand sessions take seconds to come back.
+        let reopened =
+            crate::journal::writer::run_parallel(&live, |entry| reopen_session(&cfg, entry));
+        for session in reopened {
+            let session = session?;
             match session.state() {
                 SessionState::PausedReattachable => reattached += 1,
                 SessionState::Damaged => damaged += 1,
@@ -903,8 +906,8 @@ impl Hub {
             .chain(std::iter::once(Arc::clone(&self.bus)))
             .collect();
         let _ = tokio::task::spawn_blocking(move || {
-            for j in journals {
-                if let Err(e) = j.close() {
+            for (j, r) in journals.iter().zip(Journal::close_many(&journals)) {
+                if let Err(e) = r {
                     tracing::error!(path = %j.path().display(), error = %e, "cannot close journal");
                 }
             }
