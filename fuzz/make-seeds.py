@@ -65,6 +65,8 @@ write("journal_line", "emit-kind-data", b'agent.echo\x00{"a":[1,2,{"b":null}]}')
 write("journal_line", "emit-unicode-kind", 'agent.é\x00"text"'.encode())
 # Regressions: what the fuzzer found (kept so every smoke run replays them).
 write("journal_line", "regression-escaped-kind", b'{"v":1,"seq":1,"crc":"00000000",')
+write("journal_line", "regression-duplicate-seq-field",
+      b'{"v":1,"seq":1,"crc":"00000000","at":"2026-05-02T18:30:00.123Z","kind":"k","data":{},"seq":999}')
 
 # journal_open: one flag byte (bit 0: clean marker, bit 1: append after open,
 # high nibble: a seq to seek to), then the file.
