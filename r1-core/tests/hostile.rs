@@ -486,6 +486,31 @@ fn deep_params(depth: usize) -> Vec<u8> {
     v
 }
 
+/// JSON that, were serde_json's `raw_value` feature on, would nest about 2,600
+/// levels deep: each level is 120 arrays around `{"$serde_json::private::RawValue":
+/// "<the next level as a string>"}`, a key that feature re-parses with a fresh
+/// recursion limit. Escaping doubles per level, so 16 MiB holds ~21 levels.
+fn raw_value_bomb() -> Vec<u8> {
+    let wrap = |inner: &str| {
+        format!(
+            "{}{{\"$serde_json::private::RawValue\":{}}}{}",
+            "[".repeat(120),
+            serde_json::to_string(inner).unwrap(),
+            "]".repeat(120)
+        )
+    };
+    let mut inner = format!("{}{}", "[".repeat(120), "]".repeat(120));
+    loop {
+        let next = wrap(&inner);
+        if next.len() > LIMIT - 100 {
+            break;
+        }
+        inner = next;
+    }
+    format!(r#"{{"jsonrpc":"2.0","id":7,"method":"session.list","params":{{"state":{inner}}}}}"#)
+        .into_bytes()
+}
+
 fn big_batch(n: usize) -> Vec<u8> {
     let one = r#"{"jsonrpc":"2.0","id":1,"method":"daemon.info"}"#;
     let mut s = String::with_capacity(n * (one.len() + 1) + 2);
@@ -606,6 +631,11 @@ fn rows(fx: &Fixture) -> Vec<Row> {
             "unix: params nested 100,000 deep",
             Probe::Unix(deep_params(100_000)),
             Rpc(-32700),
+        ),
+        row(
+            "unix: nesting through serde_json's RawValue token (~2,600 levels)",
+            Probe::Unix(raw_value_bomb()),
+            Rpc(-32602),
         ),
         row(
             "unix: a batch of 100,000 requests",
