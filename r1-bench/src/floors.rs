@@ -160,10 +160,8 @@ async fn fanout(socket: PathBuf, file: PathBuf) -> anyhow::Result<()> {
                 return;
             }
             match line.trim() {
-                "sub" => {
-                    if w.write_all(b"ok\n").await.is_ok() {
-                        subs.lock().unwrap_or_else(|p| p.into_inner()).push(w);
-                    }
+                "sub" if w.write_all(b"ok\n").await.is_ok() => {
+                    subs.lock().unwrap_or_else(|p| p.into_inner()).push(w);
                 }
                 go if go.starts_with("go") => {
                     let all = take_subs(&subs, go).await;
@@ -231,10 +229,8 @@ async fn ws_fanout(file: PathBuf) -> anyhow::Result<()> {
                 _ => return,
             };
             match first.as_str() {
-                "sub" => {
-                    if tx.send(Message::text("ok")).await.is_ok() {
-                        subs.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
-                    }
+                "sub" if tx.send(Message::text("ok")).await.is_ok() => {
+                    subs.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
                 }
                 go if go.starts_with("go") => {
                     let all = take_subs(&subs, go).await;

@@ -19,8 +19,9 @@ use crate::stats::Samples;
 
 const INFO: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"daemon.info"}"#;
 
+// A thousand of these live at once; boxing the WebSocket keeps each slot small.
 enum Sub {
-    Ws(client::Ws),
+    Ws(Box<client::Ws>),
     Unix(Rpc),
 }
 
@@ -82,7 +83,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
                 (None, Some(p)) => {
                     let mut ws = client::ws_connect(p, "/v1/ws", Some(&token)).await?;
                     client::ws_call(&mut ws, 1, "session.subscribe", params).await?;
-                    subs.push(Sub::Ws(ws));
+                    subs.push(Sub::Ws(Box::new(ws)));
                 }
                 _ => {
                     let mut c = Rpc::connect(&sock).await?;
