@@ -386,6 +386,15 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 /// from creation, write, fsync, rename over `path`, fsync the directory. Readers see
 /// the old or the new content, never a mix; a crash leaves at worst a temp file.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_with(path, |w| w.write_all(bytes))
+}
+
+/// [`atomic_write`] for content produced piecewise: `write` fills the temp file
+/// (through a buffer), so a large file never has to exist as one allocation.
+pub fn atomic_write_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<()> {
     let dir = path.parent().ok_or_else(|| {
         Error::invalid_params(format!("{} has no parent directory", path.display()))
     })?;
@@ -396,9 +405,14 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let suffix: u64 = rand::random();
     let tmp = dir.join(format!(".{name}.tmp-{}-{suffix:016x}", std::process::id()));
     let result = (|| {
-        let mut f = open_private(&tmp, OpenMode::CreateNew)?;
-        f.write_all(bytes)
+        let f = open_private(&tmp, OpenMode::CreateNew)?;
+        let mut w = io::BufWriter::with_capacity(64 * 1024, f);
+        write(&mut w)
+            .and_then(|()| w.flush())
             .map_err(|e| Error::io("cannot write", &tmp, e))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| Error::io("cannot write", &tmp, e.into_error()))?;
         f.sync_all()
             .map_err(|e| Error::io("cannot fsync", &tmp, e))?;
         fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into", path, e))?;

@@ -121,6 +121,9 @@ struct SessionInner {
     open_lanes: BTreeSet<u64>,
     last_seq_hint: u64,
     last_activity: String,
+    /// Why the session is paused after a failed journal write (DESIGN §5); cleared by
+    /// a successful resume.
+    error: Option<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -189,6 +192,7 @@ impl Session {
             "record_count": last_seq,
             "last_activity": inner.last_activity,
             "epoch": self.epoch,
+            "error": inner.error,
         })
     }
 
@@ -225,6 +229,34 @@ impl Session {
         }
     }
 
+    /// A journal write failed (ENOSPC, EIO …; the journal already cut back to its last
+    /// good offset). DESIGN §5: the session is paused with the error, so nothing more
+    /// is attempted until someone resumes it, and the daemon serves everyone else.
+    /// Returns the error for the caller, with what to do added.
+    fn pause_on_write_error(&self, e: Error) -> Error {
+        if e.kind() != ErrorKind::Io {
+            return e;
+        }
+        let mut inner = self.inner();
+        if matches!(inner.state, SessionState::Running | SessionState::Paused) {
+            inner.state = SessionState::Paused;
+            inner.error = Some(e.message().to_owned());
+            if let Some(c) = &inner.control {
+                let _ = c.send(Control::Pause);
+            }
+        }
+        drop(inner);
+        tracing::error!(session_id = %self.id, error = %e, "journal write failed; session paused");
+        Error::new(
+            ErrorKind::Io,
+            format!(
+                "{}; session {} is paused: free disk space, then resume it",
+                e.message(),
+                self.id
+            ),
+        )
+    }
+
     /// Inputs are lanes for drivers that bracket work with `tool.start`/`tool.end`;
     /// `exec` children receive inputs as they arrive, so they leave no lane open.
     fn tracks_lanes(&self) -> bool {
@@ -250,7 +282,7 @@ pub struct Hub {
     cfg: HubConfig,
     home_canonical: PathBuf,
     sessions: Mutex<BTreeMap<String, Arc<Session>>>,
-    tombstones: Mutex<Vec<IndexEntry>>,
+    tombstones: Mutex<index::Tombstones>,
     index_lock: tokio::sync::Mutex<()>,
     bus: Arc<Journal>,
     reloaded: Option<Value>,
@@ -292,11 +324,13 @@ impl Hub {
         let bus = open_bus(home, &cfg.writer)?;
         let entries = index::load(&home.index_path())?;
         let mut sessions = BTreeMap::new();
-        let mut tombstones = Vec::new();
+        let mut tombstones = index::Tombstones::default();
         let (mut reattached, mut repaired, mut damaged) = (0u64, 0u64, 0u64);
         let (dead, live): (Vec<IndexEntry>, Vec<IndexEntry>) =
             entries.into_iter().partition(|e| e.deleted_at.is_some());
-        tombstones.extend(dead);
+        for d in &dead {
+            tombstones.push(d)?;
+        }
         // Each reopen fsyncs (marker removal, reattach records): overlap them, or
         // a thousand sessions take seconds to come back.
         let reopened =
@@ -542,6 +576,7 @@ impl Hub {
                 open_lanes: BTreeSet::new(),
                 last_seq_hint: 1,
                 last_activity: time_fmt::now_millis(),
+                error: None,
             }),
             send_lock: tokio::sync::Mutex::new(()),
             gone: watch::channel(false).0,
@@ -602,6 +637,13 @@ impl Hub {
             let mut inner = session.inner();
             inner.inbox = None;
             inner.control = None;
+            if exit.is_err() && inner.error.is_some() && inner.state == SessionState::Paused {
+                // The driver gave up because the journal could not be written: the
+                // session stays paused (not ended); resume restarts the driver and
+                // first records the unfinished inputs as interrupted.
+                tracing::warn!(session_id = %session.id, "driver stopped after a journal write failure; the session stays paused");
+                return;
+            }
             std::mem::take(&mut inner.open_lanes).into_iter().collect()
         };
         let Some(journal) = session.journal.clone() else {
@@ -678,11 +720,20 @@ impl Hub {
                 inner.inbox.clone()
             };
             let Some(inbox) = inbox else {
+                if let Some(why) = session.inner().error.clone() {
+                    // Still the I/O failure's fault: same code as the failed write.
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        format!("{why}; session {id} is paused: free disk space, then resume it"),
+                    ));
+                }
                 return Err(Error::invalid_state(format!(
                     "session {id} has no running driver"
                 )));
             };
-            let record = journal.append_deferred("user.input", &json!({ "text": text }))?;
+            let record = journal
+                .append_deferred("user.input", &json!({ "text": text }))
+                .map_err(|e| session.pause_on_write_error(e))?;
             if session.tracks_lanes() {
                 session.inner().open_lanes.insert(record.seq);
             }
@@ -701,7 +752,8 @@ impl Hub {
         let j = Arc::clone(&journal);
         tokio::task::spawn_blocking(move || j.sync_through(seq))
             .await
-            .map_err(|e| Error::internal(format!("fsync task failed: {e}")))??;
+            .map_err(|e| Error::internal(format!("fsync task failed: {e}")))?
+            .map_err(|e| session.pause_on_write_error(e))?;
         session.inner().last_activity = time_fmt::now_millis();
         Ok(json!({"accepted": true, "seq": seq}))
     }
@@ -737,27 +789,44 @@ impl Hub {
         let session = self.get(id)?;
         let journal = Arc::clone(session.writable()?);
         let _order = session.send_lock.lock().await;
+        let has_driver = session.inner().control.is_some();
         match session.state() {
-            SessionState::Paused => {
-                append(&journal, "session.resumed", json!({})).await?;
+            SessionState::Paused if has_driver => {
+                append(&journal, "session.resumed", json!({}))
+                    .await
+                    .map_err(|e| session.pause_on_write_error(e))?;
                 let mut inner = session.inner();
                 inner.state = SessionState::Running;
+                inner.error = None;
                 if let Some(c) = &inner.control {
                     let _ = c.send(Control::Run);
                 }
             }
+            SessionState::Paused => {
+                // The driver stopped after a journal write failed: restart it, once
+                // the inputs it left unfinished are recorded as interrupted.
+                let factory = self.factory_for(&session)?;
+                let driver = factory.create(&session.spec())?;
+                let open: Vec<u64> = session.inner().open_lanes.iter().copied().collect();
+                for lane in open {
+                    let data = json!({"lane_id": lane, "ok": false, "exit_code": null, "duration_ms": 0, "interrupted": true});
+                    append(&journal, "tool.end", data)
+                        .await
+                        .map_err(|e| session.pause_on_write_error(e))?;
+                    session.inner().open_lanes.remove(&lane);
+                }
+                append(&journal, "session.resumed", json!({"restarted": true}))
+                    .await
+                    .map_err(|e| session.pause_on_write_error(e))?;
+                {
+                    let mut inner = session.inner();
+                    inner.state = SessionState::Running;
+                    inner.error = None;
+                }
+                self.spawn_driver(&session, driver);
+            }
             SessionState::PausedReattachable => {
-                let factory = self
-                    .cfg
-                    .drivers
-                    .get(&session.driver)
-                    .cloned()
-                    .ok_or_else(|| {
-                        Error::invalid_state(format!(
-                            "session {id} needs driver {:?}, which this daemon does not have",
-                            session.driver
-                        ))
-                    })?;
+                let factory = self.factory_for(&session)?;
                 let driver = factory.create(&session.spec())?;
                 append(&journal, "session.resumed", json!({"restarted": true})).await?;
                 session.inner().state = SessionState::Running;
@@ -772,6 +841,19 @@ impl Hub {
         drop(_order);
         self.store_index().await?;
         Ok(json!({"resumed_at": time_fmt::now_seconds()}))
+    }
+
+    fn factory_for(&self, session: &Session) -> Result<Arc<dyn DriverFactory>> {
+        self.cfg
+            .drivers
+            .get(&session.driver)
+            .cloned()
+            .ok_or_else(|| {
+                Error::invalid_state(format!(
+                    "session {} needs driver {:?}, which this daemon does not have",
+                    session.id, session.driver
+                ))
+            })
     }
 
     /// `session.cancel`: ends the session (its driver stops running work first).
@@ -838,7 +920,7 @@ impl Hub {
         self.tombstones
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(entry);
+            .push(&entry)?;
         self.store_index().await?;
         if let Some(j) = &session.journal {
             let j = Arc::clone(j);
@@ -921,26 +1003,28 @@ impl Hub {
         }
     }
 
-    fn index_entries(&self) -> Vec<IndexEntry> {
-        let mut entries: Vec<IndexEntry> = self
+    /// The tombstones (shared, already encoded) and the live sessions' entries.
+    fn index_entries(&self) -> (index::Tombstones, Vec<IndexEntry>) {
+        let tombstones = self
             .tombstones
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        entries.extend(self.all().iter().map(|s| s.index_entry()));
-        entries
+        let live = self.all().iter().map(|s| s.index_entry()).collect();
+        (tombstones, live)
     }
 
     fn store_index_blocking(&self) -> Result<()> {
-        index::store(&self.cfg.home.index_path(), &self.index_entries())
+        let (tombstones, live) = self.index_entries();
+        index::store_parts(&self.cfg.home.index_path(), &tombstones, &live)
     }
 
     /// Rewrites `sessions-index.json` (atomically, serialised).
     pub async fn store_index(&self) -> Result<()> {
         let _g = self.index_lock.lock().await;
-        let entries = self.index_entries();
+        let (tombstones, live) = self.index_entries();
         let path = self.cfg.home.index_path();
-        tokio::task::spawn_blocking(move || index::store(&path, &entries))
+        tokio::task::spawn_blocking(move || index::store_parts(&path, &tombstones, &live))
             .await
             .map_err(|e| Error::internal(format!("index task failed: {e}")))?
     }
@@ -1020,7 +1104,9 @@ impl EmitSink for SessionSink {
             } else {
                 None
             };
-            let rec = append(&journal, &kind, data).await?;
+            let rec = append(&journal, &kind, data)
+                .await
+                .map_err(|e| session.pause_on_write_error(e))?;
             let mut inner = session.inner();
             if let Some(lane) = lane_end {
                 inner.open_lanes.remove(&lane);
@@ -1057,7 +1143,7 @@ fn open_bus(home: &Home, writer: &WriterOptions) -> Result<Arc<Journal>> {
 /// Reopens one session from its index entry (daemon start).
 fn reopen_session(cfg: &HubConfig, entry: &IndexEntry) -> Result<Session> {
     let journal_path = cfg.home.journal_path(&entry.id);
-    let (journal, report, damaged): (
+    let (mut journal, report, mut damaged): (
         Option<Arc<Journal>>,
         Option<RecoveryReport>,
         Option<journal::Damage>,
@@ -1082,27 +1168,55 @@ fn reopen_session(cfg: &HubConfig, entry: &IndexEntry) -> Result<Session> {
     let epoch = report
         .as_ref()
         .map_or_else(|| entry.epoch.clone(), |r| r.epoch.clone());
-    let last_seq = report.as_ref().map_or(entry.last_seq, |r| r.last_seq);
+    let mut last_seq = report.as_ref().map_or(entry.last_seq, |r| r.last_seq);
+    let mut record_count = report.as_ref().map_or(0, |r| r.record_count);
+    let mut state = entry.state;
+    let mut open_lanes: BTreeMap<u64, Option<i32>> = BTreeMap::new();
+    if let Some(j) = &journal {
+        let clean = report.as_ref().is_some_and(|r| r.clean);
+        match scan_for_reattach(j.path(), clean, last_seq, entry.driver != "exec") {
+            Ok((true, _)) => state = SessionState::Ended,
+            Ok((false, lanes)) => {
+                state = SessionState::PausedReattachable;
+                open_lanes = lanes;
+            }
+            // Damage before the part recovery's tail check reads (DESIGN §5: a bad
+            // line with good ones after it): this session is read-only; the others,
+            // and the daemon, carry on.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::JournalDamaged | ErrorKind::UnsupportedVersion
+                ) =>
+            {
+                let verified = Reader::open(j.path()).and_then(|mut r| r.verify()).ok();
+                let d = verified
+                    .as_ref()
+                    .and_then(|v| v.damage.clone())
+                    .unwrap_or_else(|| journal::Damage {
+                        line: 0,
+                        offset: 0,
+                        reason: e.message().to_owned(),
+                    });
+                if let Some(v) = &verified {
+                    (last_seq, record_count) = (v.last_seq, v.records);
+                }
+                tracing::warn!(session_id = %entry.id, line = d.line, offset = d.offset, reason = %d.reason, "journal damaged; session is read-only");
+                damaged = Some(d);
+                journal = None;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if journal.is_none() {
+        state = SessionState::Damaged;
+    }
     let reload = ReloadInfo {
-        record_count: report.as_ref().map_or(0, |r| r.record_count),
+        record_count,
         last_seq,
         repaired: report.as_ref().and_then(|r| r.repaired.clone()),
         damage: damaged.clone(),
     };
-    let mut state = entry.state;
-    let mut open_lanes: BTreeMap<u64, Option<i32>> = BTreeMap::new();
-    if journal.is_none() {
-        state = SessionState::Damaged;
-    } else if let Some(j) = &journal {
-        let clean = report.as_ref().is_some_and(|r| r.clean);
-        let (ended, lanes) = scan_for_reattach(j.path(), clean, last_seq, entry.driver != "exec")?;
-        if ended {
-            state = SessionState::Ended;
-        } else {
-            state = SessionState::PausedReattachable;
-            open_lanes = lanes;
-        }
-    }
     if state == SessionState::PausedReattachable
         && let Some(j) = &journal
     {
@@ -1138,6 +1252,7 @@ fn reopen_session(cfg: &HubConfig, entry: &IndexEntry) -> Result<Session> {
             open_lanes: BTreeSet::new(),
             last_seq_hint: last_seq,
             last_activity,
+            error: None,
         }),
         send_lock: tokio::sync::Mutex::new(()),
         gone: watch::channel(false).0,

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -79,11 +80,114 @@ pub fn load(path: &Path) -> Result<Vec<IndexEntry>> {
 
 /// Writes the index atomically (entries in the given order).
 pub fn store(path: &Path, entries: &[IndexEntry]) -> Result<()> {
-    let file = IndexFile {
-        v: 1,
-        sessions: entries.to_vec(),
-    };
-    let mut bytes = serde_json::to_vec(&file)?;
-    bytes.push(b'\n');
-    paths::atomic_write(path, &bytes)
+    store_parts(path, &Tombstones::default(), entries)
+}
+
+/// Deleted sessions' entries, encoded once. A tombstone never changes again, but the
+/// index is rewritten on every session change: re-cloning and re-encoding thousands of
+/// them each time made every write cost (in CPU and in heap churn the allocator does
+/// not give back) grow with all the sessions the home has ever had. Cloning this is
+/// cheap (the encoding is shared).
+#[derive(Debug, Clone, Default)]
+pub struct Tombstones {
+    /// The entries' JSON, comma-separated, in the order they were added.
+    json: Arc<Vec<u8>>,
+    count: usize,
+}
+
+impl Tombstones {
+    /// Adds a deleted session's entry (after those already there).
+    pub fn push(&mut self, entry: &IndexEntry) -> Result<()> {
+        let json = Arc::make_mut(&mut self.json);
+        if self.count > 0 {
+            json.push(b',');
+        }
+        serde_json::to_writer(&mut *json, entry)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Number of tombstones.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// Writes the index atomically: `tombstones` first, then `live`, byte-for-byte what
+/// [`store`] writes for the same entries.
+pub fn store_parts(path: &Path, tombstones: &Tombstones, live: &[IndexEntry]) -> Result<()> {
+    paths::atomic_write_with(path, |w| {
+        w.write_all(b"{\"v\":1,\"sessions\":[")?;
+        w.write_all(&tombstones.json)?;
+        for (i, e) in live.iter().enumerate() {
+            if i > 0 || !tombstones.is_empty() {
+                w.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut *w, e)?;
+        }
+        w.write_all(b"]}\n")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u32, deleted: bool) -> IndexEntry {
+        IndexEntry {
+            id: format!("sess_00000000-0000-4000-8000-{n:012}"),
+            name: n.is_multiple_of(2).then(|| format!("n\"{n}")),
+            workdir: PathBuf::from(format!("/w/{n}")),
+            driver: "shell".into(),
+            command: None,
+            env: BTreeMap::new(),
+            started_at: "2026-05-02T18:30:00Z".into(),
+            state: SessionState::Ended,
+            last_seq: u64::from(n),
+            epoch: "e".into(),
+            deleted_at: deleted.then(|| "2026-05-02T18:31:00Z".into()),
+        }
+    }
+
+    /// Regression (soak: RSS grew ~10 KB per session ever deleted): tombstones are
+    /// encoded once, and the file is still exactly the classic encoding.
+    #[test]
+    fn index_writes_reuse_encoded_tombstones_and_keep_the_format() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a.json"), t.path().join("b.json"));
+        for (dead_n, live_n) in [(0, 0), (0, 3), (3, 0), (5, 2)] {
+            let dead: Vec<IndexEntry> = (0..dead_n).map(|n| entry(n, true)).collect();
+            let live: Vec<IndexEntry> = (100..100 + live_n).map(|n| entry(n, false)).collect();
+            let mut tombs = Tombstones::default();
+            for d in &dead {
+                tombs.push(d).unwrap();
+            }
+            let snapshot = tombs.clone();
+            assert!(
+                Arc::ptr_eq(&snapshot.json, &tombs.json),
+                "clones share the encoding"
+            );
+            store_parts(&a, &tombs, &live).unwrap();
+            let all: Vec<IndexEntry> = dead.iter().chain(&live).cloned().collect();
+            let classic = {
+                let mut v = serde_json::to_vec(&IndexFile {
+                    v: 1,
+                    sessions: all.clone(),
+                })
+                .unwrap();
+                v.push(b'\n');
+                v
+            };
+            store(&b, &all).unwrap();
+            assert_eq!(std::fs::read(&a).unwrap(), classic);
+            assert_eq!(std::fs::read(&b).unwrap(), classic);
+            assert_eq!(load(&a).unwrap(), all);
+            assert_eq!(tombs.len(), dead_n as usize);
+        }
+    }
 }

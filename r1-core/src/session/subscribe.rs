@@ -4,11 +4,17 @@
 //! The live side is the journal's bounded broadcast channel, registered under the
 //! append lock together with `current_seq`. Whatever the subscriber misses — the
 //! replay range, or records dropped because it lagged — is read back from the file,
-//! so a slow subscriber never blocks its session and never holds more than one
-//! channel's worth of records in memory.
+//! so a slow subscriber never blocks its session.
+//!
+//! Memory: the ring keeps a record until every receiver has taken it, so a pump
+//! stuck on a full sink (a client that stopped reading) would pin up to a whole ring
+//! of the session's output (4,096 records of up to 64 KiB of shell output each). While
+//! it waits for room, the pump therefore keeps taking live records and drops them
+//! ("shedding"); once the sink has room it reads them back from the file.
 
 use std::path::PathBuf;
 
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
@@ -47,6 +53,7 @@ pub async fn pump(
     }
     let mut last = after;
     let mut reader: Option<(Reader, u64)> = None;
+    let mut shed = Shed::default();
     if last < src.current_seq {
         match catch_up(
             &src.path,
@@ -55,6 +62,7 @@ pub async fn pump(
             src.current_seq,
             &sink,
             &format,
+            (&mut src.live, &mut shed),
         )
         .await
         {
@@ -88,6 +96,7 @@ pub async fn pump(
                         rec.seq - 1,
                         &sink,
                         &format,
+                        (&mut src.live, &mut shed),
                     )
                     .await
                     {
@@ -99,31 +108,133 @@ pub async fn pump(
                         }
                     }
                 }
-                if sink.send(format(&rec)).await.is_err() {
+                if !send_shedding(&sink, format(&rec), &mut src.live, &mut shed).await {
                     return;
                 }
                 last = rec.seq;
+                if shed.pending || shed.closed {
+                    // Records taken off the ring while the sink was full: from disk.
+                    match catch_up(
+                        &src.path,
+                        &mut reader,
+                        &mut last,
+                        u64::MAX,
+                        &sink,
+                        &format,
+                        (&mut src.live, &mut shed),
+                    )
+                    .await
+                    {
+                        Ok(true) if !shed.closed => {}
+                        Ok(_) => return,
+                        Err(e) => {
+                            tracing::warn!(path = %src.path.display(), error = %e, "subscription catch-up stopped");
+                            return;
+                        }
+                    }
+                }
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::debug!(skipped = n, "subscriber lagged; reading from the journal");
             }
             Err(broadcast::error::RecvError::Closed) => {
                 // The journal was closed: deliver whatever is left on disk, then stop.
-                let _ = catch_up(&src.path, &mut reader, &mut last, u64::MAX, &sink, &format).await;
+                shed.closed = true;
+                let _ = catch_up(
+                    &src.path,
+                    &mut reader,
+                    &mut last,
+                    u64::MAX,
+                    &sink,
+                    &format,
+                    (&mut src.live, &mut shed),
+                )
+                .await;
                 return;
             }
         }
     }
 }
 
-/// Sends records (last, upto] from the file. Returns false when the sink closed.
+/// Live records the pump took off the ring (and dropped) while its sink was full.
+#[derive(Debug, Default)]
+struct Shed {
+    /// Some were dropped: read the file to its end once the sink has room.
+    pending: bool,
+    /// The ring closed (the journal was closed) while shedding.
+    closed: bool,
+}
+
+/// Sends `frame`, waiting for room in the sink; meanwhile takes live records off the
+/// ring and drops them, noting in `shed` that they must be read from disk (see the
+/// module docs). Returns false when the sink closed.
+async fn send_shedding(
+    sink: &mpsc::Sender<String>,
+    frame: String,
+    live: &mut broadcast::Receiver<RawRecord>,
+    shed: &mut Shed,
+) -> bool {
+    match sink.try_reserve() {
+        Ok(permit) => {
+            permit.send(frame);
+            return true;
+        }
+        Err(TrySendError::Closed(())) => return false,
+        Err(TrySendError::Full(())) => {}
+    }
+    loop {
+        tokio::select! {
+            biased;
+            permit = sink.reserve() => {
+                return match permit {
+                    Ok(p) => {
+                        p.send(frame);
+                        true
+                    }
+                    Err(_) => false,
+                };
+            }
+            r = live.recv(), if !shed.closed => match r {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => shed.pending = true,
+                Err(broadcast::error::RecvError::Closed) => shed.closed = true,
+            },
+        }
+    }
+}
+
+/// Sends records (last, upto] from the file, then — if live records were shed while
+/// it sent — the rest of the file. Returns false when the sink closed.
 async fn catch_up(
+    path: &std::path::Path,
+    reader: &mut Option<(Reader, u64)>,
+    last: &mut u64,
+    mut upto: u64,
+    sink: &mpsc::Sender<String>,
+    format: &Formatter,
+    (live, shed): (&mut broadcast::Receiver<RawRecord>, &mut Shed),
+) -> Result<bool> {
+    loop {
+        if !catch_up_to(path, reader, last, upto, sink, format, live, shed).await? {
+            return Ok(false);
+        }
+        if !shed.pending {
+            return Ok(true);
+        }
+        shed.pending = false;
+        upto = u64::MAX;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn catch_up_to(
     path: &std::path::Path,
     reader: &mut Option<(Reader, u64)>,
     last: &mut u64,
     upto: u64,
     sink: &mpsc::Sender<String>,
     format: &Formatter,
+    live: &mut broadcast::Receiver<RawRecord>,
+    shed: &mut Shed,
 ) -> Result<bool> {
     while *last < upto {
         let from = *last;
@@ -175,7 +286,7 @@ async fn catch_up(
                     ),
                 ));
             }
-            if sink.send(format(&rec)).await.is_err() {
+            if !send_shedding(sink, format(&rec), live, shed).await {
                 return Ok(false);
             }
             *last = rec.seq;
