@@ -163,14 +163,35 @@ struct ReadParams {
 const READ_DEFAULT: u64 = 1000;
 const READ_MAX: u64 = 10_000;
 
-/// The `$/event` line prefix for subscription `sub`.
+/// Formats a record as the `$/event` line of subscription `sub`:
+/// `{"jsonrpc":"2.0","method":"$/event","params":{"sub":N,"seq":S,"epoch":"E",<body>}`.
+///
+/// Runs once per record per subscriber, so everything but the seq is rendered once
+/// here and each event costs one allocation (the body is copied as stored, never
+/// re-serialised).
 fn event_formatter(sub: u64, epoch: String) -> Formatter {
-    let head = format!("{{\"jsonrpc\":\"2.0\",\"method\":\"$/event\",\"params\":{{\"sub\":{sub},");
+    let head =
+        format!("{{\"jsonrpc\":\"2.0\",\"method\":\"$/event\",\"params\":{{\"sub\":{sub},\"seq\":");
+    let epoch_json = serde_json::to_string(&epoch).unwrap_or_else(|_| "\"\"".to_owned());
+    let mid = format!(",\"epoch\":{epoch_json},");
     Box::new(move |rec: &RawRecord| {
-        let tail = rec.event_params_tail(&epoch);
-        let mut s = String::with_capacity(head.len() + tail.len() + 1);
+        let body = rec.body();
+        let mut s = String::with_capacity(head.len() + 20 + mid.len() + body.len() + 1);
         s.push_str(&head);
-        s.push_str(&tail);
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut n = rec.seq;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        s.extend(digits[i..].iter().map(|d| char::from(*d)));
+        s.push_str(&mid);
+        s.push_str(body);
         s.push('}');
         s
     })
@@ -579,5 +600,34 @@ impl Dispatcher {
             out["damage"] = Value::from(d);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::record::{encode_line, parse_line};
+
+    #[test]
+    fn event_line_carries_the_record_body_verbatim() {
+        let line = encode_line(
+            42,
+            "2026-05-02T18:30:00.123Z",
+            "tool.end",
+            &json!({"ok": true, "q": "a\"b\n"}),
+        )
+        .unwrap();
+        let rec = parse_line(line.trim_end_matches('\n').as_bytes()).unwrap();
+        let got = event_formatter(7, "ep\"och".to_owned())(&rec);
+        let want = format!(
+            "{{\"jsonrpc\":\"2.0\",\"method\":\"$/event\",\"params\":{{\"sub\":7,{}}}",
+            rec.event_params_tail("ep\"och")
+        );
+        assert_eq!(got, want);
+        let v: Value = serde_json::from_str(&got).unwrap();
+        assert_eq!(v["params"]["seq"], 42);
+        assert_eq!(v["params"]["epoch"], "ep\"och");
+        assert_eq!(v["params"]["kind"], "tool.end");
+        assert_eq!(v["params"]["data"]["q"], "a\"b\n");
     }
 }
