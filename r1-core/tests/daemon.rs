@@ -928,3 +928,41 @@ async fn scoped_tokens_and_privileged_methods() {
     assert_eq!(disc["token"].as_str().unwrap(), d.handle.token().expose());
     d.handle.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_subscribers_get_each_burst_exactly_once() {
+    let d = burst_daemon().await;
+    let mut c = d.rpc().await;
+    let id = c
+        .call(
+            "session.start",
+            json!({"workdir": d.work, "driver": "burst"}),
+        )
+        .await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for round in 0..6 {
+        let mut subs = Vec::new();
+        for _ in 0..3 {
+            let mut s = d.rpc().await;
+            let r = s.call("session.subscribe", json!({"session_id": id})).await;
+            subs.push((s, r["current_seq"].as_u64().unwrap()));
+        }
+        c.call(
+            "session.send",
+            json!({"session_id": id, "text": "burst 2000"}),
+        )
+        .await;
+        for (s, current) in subs.iter_mut() {
+            let evs = s.events_until(|e| e["kind"] == "tool.end").await;
+            let seqs: Vec<u64> = evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+            let want: Vec<u64> = (*current + 1..=*current + 2002).collect();
+            assert_eq!(
+                seqs, want,
+                "round {round}: live delivery is exactly the new records"
+            );
+        }
+    }
+    d.handle.stop().await.unwrap();
+}
