@@ -29,3 +29,6 @@ bash scripts/test-python.sh
 
 step "C: libr1, examples, native-messaging host (gcc, valgrind, chromium)"
 bash scripts/test-c.sh
+
+step "browser: the web console in headless chromium"
+bash scripts/test-browser.sh

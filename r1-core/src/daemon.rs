@@ -223,6 +223,15 @@ impl Daemon {
             cert_fingerprint: None,
             started_at,
         };
+        // Signals are watched before discovery is written: a service manager (or a
+        // script) that sends SIGTERM as soon as `daemon.json` appears must get a
+        // graceful shutdown, not the default action.
+        if cfg.handle_signals
+            && let Err(e) = spawn_signal_watch(shutdown.clone())
+        {
+            shutdown.cancel();
+            return Err(e);
+        }
         let (d2, h2) = (disc.clone(), home.clone());
         let written = tokio::task::spawn_blocking(move || d2.write(&h2))
             .await
@@ -234,9 +243,6 @@ impl Daemon {
         tracing::info!(pid = info.pid, sock = ?info.sock_path, port = ?info.port, instance_id = %instance_id, "daemon started");
 
         let (done_tx, done_rx) = watch::channel(false);
-        if cfg.handle_signals {
-            spawn_signal_watch(shutdown.clone())?;
-        }
         if let Some(idle) = cfg.idle_exit {
             spawn_idle_watch(Arc::clone(&state), idle);
         }

@@ -1087,9 +1087,13 @@ async fn websocket_refuses_an_impostor_without_sending_the_token() {
     assert_eq!(seen.requests.len(), 1, "{seen:?}");
     let (uri, headers) = &seen.requests[0];
     assert!(uri.starts_with("/v1/hello?nonce="), "{uri}");
-    let nonce = uri.trim_start_matches("/v1/hello?nonce=");
+    let query = uri.trim_start_matches("/v1/hello?nonce=");
+    let (nonce, key) = query.split_once("&key=").expect("nonce and key id");
     assert_eq!(nonce.len(), 32);
     assert!(nonce.bytes().all(|b| b.is_ascii_hexdigit()));
+    // The key id names the token without revealing it.
+    assert_eq!(key, r1_core::server::auth::key_id(&secret));
+    assert!(!uri.contains(&secret));
     for (k, v) in headers {
         assert!(
             k != "authorization" && k != "sec-websocket-protocol",
@@ -1186,7 +1190,8 @@ async fn websocket_to_the_real_daemon() {
     .await
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unauthorized);
-    assert!(e.message().contains("failed the /v1/hello proof"), "{e}");
+    assert!(e.message().contains("knows no such token"), "{e}");
+    assert!(e.message().contains("the token was not sent"), "{e}");
 
     // After a restart (new port, new token) the old options cannot reach it: the
     // subscription reports that instead of hanging.

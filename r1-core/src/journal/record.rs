@@ -114,6 +114,31 @@ impl RawRecord {
             .map(|k| k.kind)
     }
 
+    /// The record's kind without parsing the line when it can be read off the body's
+    /// fixed shape (`"at":"…","kind":"…"`, as r1 writes it, with no escapes); parsed
+    /// otherwise. For scans over whole journals (recovery, reattach).
+    pub fn kind_ref(&self) -> Option<std::borrow::Cow<'_, str>> {
+        const KIND_KEY: &str = "\",\"kind\":\"";
+        let fast = self.body().strip_prefix("\"at\":\"").and_then(|rest| {
+            // r1's timestamps are 24 bytes: look there before searching.
+            let i = if rest.get(24..24 + KIND_KEY.len()) == Some(KIND_KEY) {
+                24
+            } else {
+                rest.find(KIND_KEY)?
+            };
+            if rest[..i].contains(['\\', '"']) {
+                return None;
+            }
+            let after = &rest[i + KIND_KEY.len()..];
+            let k = &after[..after.find('"')?];
+            (!k.contains('\\')).then_some(k)
+        });
+        match fast {
+            Some(k) => Some(std::borrow::Cow::Borrowed(k)),
+            None => self.kind().map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// The `params` of a `$/event` notification minus the leading `{"sub":N,`:
     /// `"seq":S,"epoch":"E",<body>` (the body closes the params object).
     pub fn event_params_tail(&self, epoch: &str) -> String {
@@ -265,15 +290,23 @@ pub fn parse_line(line: &[u8]) -> Result<RawRecord, LineError> {
     let text = std::str::from_utf8(line).map_err(|e| LineError::BadBody(e.to_string()))?;
     // The CRC matched, so these bytes are what a writer produced; still check the
     // shape so a hand-made line with a correct crc cannot smuggle in garbage.
+    // Every field of a record is named, so one that appears twice is refused: a
+    // body repeating `"seq":…` would otherwise show readers (the last key wins) a
+    // seq other than the one the prefix, the CRC and the contiguity check vouch for.
     #[derive(Deserialize)]
     #[allow(dead_code)]
     struct Shape<'a> {
+        v: serde::de::IgnoredAny,
+        seq: serde::de::IgnoredAny,
+        crc: serde::de::IgnoredAny,
         // Cow, not &str: a string with an escape (a kind with `"` in it) cannot be
         // borrowed, and encode_line does write such lines.
         #[serde(borrow)]
         at: std::borrow::Cow<'a, str>,
         #[serde(borrow)]
         kind: std::borrow::Cow<'a, str>,
+        #[serde(default)]
+        data: Option<serde::de::IgnoredAny>,
     }
     serde_json::from_str::<Shape<'_>>(text).map_err(|e| LineError::BadBody(e.to_string()))?;
     Ok(RawRecord {
@@ -287,6 +320,16 @@ pub fn parse_line(line: &[u8]) -> Result<RawRecord, LineError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn kind_ref_reads_the_kind_without_parsing_and_agrees_with_kind() {
+        for kind in ["tool.end", "session.delta", "x", "we\"ird\\kind", "é.kind"] {
+            let line = encode_line(3, "2026-05-02T18:30:00.123Z", kind, &json!({"kind": "no"})).unwrap();
+            let raw = parse_line(line.trim_end_matches('\n').as_bytes()).unwrap();
+            assert_eq!(raw.kind_ref().as_deref(), Some(kind), "{line}");
+            assert_eq!(raw.kind_ref().map(|k| k.into_owned()), raw.kind());
+        }
+    }
 
     #[test]
     fn encode_parse_round_trip() {
@@ -331,6 +374,57 @@ mod tests {
                 String::from_utf8_lossy(&b)
             );
         }
+    }
+
+    /// The journal_line fuzzer's first find: a kind the encoder escapes was refused
+    /// by the parser ("expected a borrowed string").
+    #[test]
+    fn regression_kind_with_escapes_round_trips() {
+        for kind in [
+            "{\"v\":1,\"seq\":1,\"crc\":\"00000000\",",
+            "agent.\"q\"\\x\u{1}",
+            "tab\there",
+        ] {
+            let line = encode_line(7, "2026-05-02T18:30:00.123Z", kind, &json!("")).unwrap();
+            let raw = parse_line(line.trim_end_matches('\n').as_bytes())
+                .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+            assert_eq!(raw.kind().as_deref(), Some(kind));
+            assert_eq!(raw.to_record().unwrap().kind, kind);
+        }
+    }
+
+    /// A line whose body repeats a prefix field, with a correct CRC, was accepted:
+    /// `journal.read` and `$/event` then showed the body's seq (the last key wins in
+    /// JSON readers), not the prefix's. Found by the journal_line fuzz target's
+    /// "an accepted line is a Record" check.
+    #[test]
+    fn regression_duplicate_record_field_is_refused() {
+        let prefixed = |body: &str| {
+            let crc = crc32c::crc32c(body.as_bytes());
+            format!("{{\"v\":1,\"seq\":1,\"crc\":\"{crc:08x}\",{body}")
+        };
+        for body in [
+            r#""at":"t","kind":"k","data":{},"seq":999}"#,
+            r#""at":"t","kind":"k","v":2}"#,
+            r#""at":"t","kind":"k","kind":"session.ended"}"#,
+            r#""at":"t","kind":"k","data":1,"data":2}"#,
+        ] {
+            let line = prefixed(body);
+            assert!(
+                matches!(parse_line(line.as_bytes()), Err(LineError::BadBody(_))),
+                "accepted {line}"
+            );
+        }
+        // Fields a later version may add are still fine.
+        let line = prefixed(r#""at":"t","kind":"k","data":{},"extra":[1]}"#);
+        assert_eq!(
+            parse_line(line.as_bytes())
+                .unwrap()
+                .to_record()
+                .unwrap()
+                .kind,
+            "k"
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@
 //! holding the append lock, after the write; [`Journal::subscribe`] reads the last seq
 //! and creates its receiver under the same lock. Subscribers therefore see records in
 //! seq order with no gaps other than those tokio reports as `Lagged`. The channel (its
-//! ring is `broadcast_capacity` slots, ~230 KiB at the default) exists only while
+//! ring is `broadcast_capacity` slots of 64 bytes, 16 KiB at the default) exists only while
 //! someone subscribes: an idle session with no follower costs a few hundred bytes.
 
 use std::borrow::Cow;
@@ -57,7 +57,10 @@ pub struct WriterOptions {
     /// Group-commit window for non-durable records (default 100 ms). Zero fsyncs
     /// every record before `append` returns.
     pub fsync_interval: Duration,
-    /// Capacity of the live fan-out channel (records), default 4096.
+    /// Capacity of the live fan-out channel (records), default 256. A subscriber
+    /// that falls further behind reads the gap from the file (see
+    /// `session::subscribe`), so this bounds memory, not delivery: at 4096 slots
+    /// (256 KiB per followed session) 1,000 followed sessions cost 250 MiB.
     pub broadcast_capacity: usize,
 }
 
@@ -65,7 +68,7 @@ impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
             fsync_interval: Duration::from_millis(100),
-            broadcast_capacity: 4096,
+            broadcast_capacity: 256,
         }
     }
 }

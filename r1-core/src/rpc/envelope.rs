@@ -209,6 +209,23 @@ pub fn batch(answers: Vec<String>) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// With serde_json's `raw_value` feature on, an object whose only key is
+    /// `$serde_json::private::RawValue` was parsed as the JSON text in its string
+    /// value — by a fresh parser with a fresh recursion limit, so nesting such strings
+    /// got a message past the 128-level limit (about 2,600 levels in 16 MiB). The
+    /// feature is off now: that key is an ordinary key.
+    #[test]
+    fn regression_raw_value_token_is_an_ordinary_key() {
+        let msg = br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"$serde_json::private::RawValue":"[1,2]"}}"#;
+        match parse(msg) {
+            Incoming::Single(Item::Request(r)) => assert_eq!(
+                r.params,
+                Some(serde_json::json!({"$serde_json::private::RawValue": "[1,2]"}))
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn spec_shapes() {
         assert!(

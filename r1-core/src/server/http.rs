@@ -24,6 +24,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -133,6 +134,39 @@ pub async fn serve(listener: TcpListener, rpc: Dispatcher) {
 /// (the upgraded socket keeps the connection's permit).
 async fn connection(stream: TcpStream, shared: Arc<Shared>, permit: OwnedSemaphorePermit) {
     let _ = stream.set_nodelay(true);
+    serve_connection(stream, shared, permit, false).await;
+}
+
+/// Serves one connection that did not come from the listener (any byte stream, e.g.
+/// one end of `tokio::io::duplex`) with the loopback routes, as if it had arrived on
+/// `127.0.0.1:<port>`: the same pins, routes, limits and upgrades. For fuzzing and
+/// in-memory tests.
+///
+/// Unlike the listener, the connection allows half-closes: a peer may send its bytes,
+/// shut down its write side and still read every answer (hyper's default drops a
+/// request whose peer hung up mid-way, which would hide the handlers from a fuzzer
+/// that half-closes to say "no more input").
+#[doc(hidden)]
+pub async fn serve_io<I>(io: I, rpc: Dispatcher, port: u16)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = rpc.state().http_config();
+    let shared = Arc::new(Shared { rpc, port, cfg });
+    let Ok(permit) = Arc::new(Semaphore::new(1)).try_acquire_owned() else {
+        return;
+    };
+    serve_connection(io, shared, permit, true).await;
+}
+
+async fn serve_connection<I>(
+    io: I,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+    half_close: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let permit = Arc::new(permit);
     let closing = shared.rpc.state().closing.clone();
     let svc_shared = Arc::clone(&shared);
@@ -145,9 +179,10 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, permit: OwnedSemapho
     // hyper panics on a header read timeout without a timer.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.cfg.header_read_timeout);
+        .header_read_timeout(shared.cfg.header_read_timeout)
+        .half_close(half_close);
     let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     let done = tokio::select! {

@@ -70,8 +70,8 @@ const CHUNK_BYTES: usize = 64 * 1024;
 
 /// The SSE event for one record (see the module docs).
 pub fn format_event(rec: &RawRecord, epoch: &str) -> String {
-    // The journal reader already refuses kinds with escapes, so this filter only
-    // guards the framing should that ever change: a newline would end the event.
+    // A driver's kind may hold any character (the journal escapes it); a control
+    // character here would break the framing (a newline ends the event).
     let kind = rec
         .kind()
         .filter(|k| !k.is_empty() && !k.chars().any(char::is_control))

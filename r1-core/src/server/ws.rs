@@ -13,8 +13,8 @@
 //!
 //! Each text (or binary) message is one JSON-RPC message, answered like a unix
 //! socket line; `$/event` and `$/daemon` notifications are text messages. Messages
-//! over 16 MiB close the socket with 1009. The server pings every 20 s and drops a
-//! peer silent for 60 s. A socket opened with the master token is closed with 1008
+//! over 16 MiB close the socket with 1009, a text message that is not UTF-8 with
+//! 1007. The server pings every 20 s and drops a peer silent for 60 s. A socket opened with the master token is closed with 1008
 //! "token rotated" when `daemon.rotate_token` runs; daemon shutdown closes every
 //! socket with 1001 after the `daemon.stopping` notice.
 //!
@@ -346,6 +346,19 @@ async fn serve(upgraded: Upgraded, setup: Setup) {
                     .await;
                 finished = Some((&mut writer).await.ok());
                 broken = true;
+                break;
+            }
+            Some(Err(WsError::Utf8(e))) => {
+                // RFC 6455 §8.1: a text message that is not UTF-8 fails the
+                // connection, with 1007 so the peer learns why.
+                tracing::warn!(error = %e, "websocket text message is not UTF-8");
+                let _ = ctl
+                    .send(close_frame(
+                        CloseCode::Invalid,
+                        "a text message is not valid UTF-8 (send bytes as a binary message)",
+                    ))
+                    .await;
+                finished = Some((&mut writer).await.ok());
                 break;
             }
             Some(Err(e)) => {

@@ -1280,7 +1280,6 @@ fn scan_for_reattach(
 ) -> Result<(bool, BTreeMap<u64, Option<i32>>)> {
     let mut reader = Reader::open(path)?;
     let mut lanes: BTreeMap<u64, Option<i32>> = BTreeMap::new();
-    let mut last_kind = String::new();
     if clean {
         // Only the last record matters: seek straight to it.
         reader.seek(last_seq.saturating_sub(1))?;
@@ -1293,13 +1292,18 @@ fn scan_for_reattach(
             .is_some_and(|k| k == "session.ended");
         return Ok((ended, lanes));
     }
+    // Only the lane records are parsed; every other kind is read off the line (a
+    // crashed daemon's restart scans every journal whole).
+    let mut ended = false;
     while let Some(rec) = reader.next_record()? {
-        let Ok(r) = rec.to_record() else { continue };
-        match r.kind.as_str() {
+        let Some(kind) = rec.kind_ref() else { continue };
+        ended = kind == "session.ended";
+        match kind.as_ref() {
             "user.input" if track_inputs => {
-                lanes.insert(r.seq, None);
+                lanes.insert(rec.seq, None);
             }
             "tool.start" => {
+                let Ok(r) = rec.to_record() else { continue };
                 if let Some(l) = r.data.get("lane_id").and_then(Value::as_u64) {
                     let pgid = r
                         .data
@@ -1310,15 +1314,15 @@ fn scan_for_reattach(
                 }
             }
             "tool.end" => {
+                let Ok(r) = rec.to_record() else { continue };
                 if let Some(l) = r.data.get("lane_id").and_then(Value::as_u64) {
                     lanes.remove(&l);
                 }
             }
             _ => {}
         }
-        last_kind = r.kind;
     }
-    Ok((last_kind == "session.ended", lanes))
+    Ok((ended, lanes))
 }
 
 /// Kills a process group left running by a daemon that died, but only if its leader
