@@ -324,7 +324,8 @@ mod tests {
     #[test]
     fn kind_ref_reads_the_kind_without_parsing_and_agrees_with_kind() {
         for kind in ["tool.end", "session.delta", "x", "we\"ird\\kind", "é.kind"] {
-            let line = encode_line(3, "2026-05-02T18:30:00.123Z", kind, &json!({"kind": "no"})).unwrap();
+            let line =
+                encode_line(3, "2026-05-02T18:30:00.123Z", kind, &json!({"kind": "no"})).unwrap();
             let raw = parse_line(line.trim_end_matches('\n').as_bytes()).unwrap();
             assert_eq!(raw.kind_ref().as_deref(), Some(kind), "{line}");
             assert_eq!(raw.kind_ref().map(|k| k.into_owned()), raw.kind());
