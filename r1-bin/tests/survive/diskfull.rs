@@ -57,6 +57,15 @@ async fn wait_state(c: &mut Rpc, id: &str, state: &str) -> Value {
     }
 }
 
+fn session_dirs(home: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(home.join("sessions"))
+        .expect("sessions dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 fn output_of(recs: &[Value], lane: u64) -> String {
     recs.iter()
         .filter(|r| r["kind"] == "session.delta" && r["data"]["lane_id"] == json!(lane))
@@ -249,6 +258,54 @@ async fn disk_full_pauses_the_session_and_the_daemon_keeps_serving() {
         assert_eq!(got["state"], "paused-reattachable", "{got:#}");
         assert_journal_sound(&journal_path(&daemon.home, id));
     }
+    drop(c);
+    drop(daemon);
+    drop(fs);
+}
+
+/// Regression: `session.start` on a full disk failed but left an empty
+/// `sessions/<id>/` directory behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_start_on_a_full_disk_leaves_no_directory() {
+    const TEST: &str = "session_start_on_a_full_disk_leaves_no_directory";
+    if !is_root() {
+        skip(TEST, "needs root to mount a small tmpfs for the home");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = match Tmpfs::mount(&dir.path().join("mnt"), "1m") {
+        Ok(m) => m,
+        Err(e) => {
+            skip(TEST, &format!("cannot mount a tmpfs: {e}"));
+            return;
+        }
+    };
+    let mut opts = ServeOpts::in_dir(dir.path());
+    opts.home = fs.path.join("home");
+    let daemon = DaemonProc::start(&opts);
+    let mut c = Rpc::connect(&daemon.sock).await;
+    let work = dir.path().join("w");
+    std::fs::create_dir(&work).expect("workdir");
+    let (filler, _) = fill_disk(&fs.path);
+    let before = session_dirs(&daemon.home);
+    let e = c.error("session.start", json!({"workdir": work})).await;
+    assert_eq!(e["code"], json!(JSONRPC_IO), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No space left"),
+        "{e}"
+    );
+    assert_eq!(
+        session_dirs(&daemon.home),
+        before,
+        "a failed start left a directory"
+    );
+    // Space back: starting works.
+    std::fs::remove_file(&filler).expect("remove filler");
+    let r = c.call("session.start", json!({"workdir": work})).await;
+    assert_eq!(r["state"], "running");
     drop(c);
     drop(daemon);
     drop(fs);

@@ -548,10 +548,18 @@ impl Hub {
         let journal = tokio::task::spawn_blocking(move || -> Result<Arc<Journal>> {
             let dir = home.session_dir(&id2);
             paths::ensure_private_dir(&dir)?;
-            let j = Journal::create(&jp, &epoch2, "session.created", &created, writer)?;
-            paths::fsync_dir(&dir)?;
-            paths::fsync_dir(&home.sessions_dir())?;
-            Ok(j)
+            let made =
+                Journal::create(&jp, &epoch2, "session.created", &created, writer).and_then(|j| {
+                    paths::fsync_dir(&dir)?;
+                    paths::fsync_dir(&home.sessions_dir())?;
+                    Ok(j)
+                });
+            if made.is_err() {
+                // A failed create (disk full …) leaves no session directory behind
+                // (the journal file is already gone, so the directory is empty).
+                let _ = std::fs::remove_dir(&dir);
+            }
+            made
         })
         .await
         .map_err(|e| Error::internal(format!("session create task failed: {e}")))??;
