@@ -48,8 +48,13 @@ for t in "${targets[@]}"; do
   mkdir -p "$work/$t/corpus" "$work/$t/artifacts"
   start=$(date +%s)
   set +e
+  case "$t" in
+    journal_*) dict=dicts/journal.dict ;;
+    rpc_*) dict=dicts/jsonrpc.dict ;;
+    http_*) dict=dicts/http.dict ;;
+  esac
   cargo fuzz run --sanitizer "$sanitizer" "$t" "$work/$t/corpus" "corpus/$t" -- \
-    -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 \
+    -dict="$dict" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 \
     -artifact_prefix="$work/$t/artifacts/" -print_final_stats=1 >"$work/$t/log" 2>&1
   rc=$?
   set -e

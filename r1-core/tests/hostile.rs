@@ -5,6 +5,8 @@
 //! get; after every row the daemon must still answer `daemon.info` and every journal
 //! under its home must verify (`journal::Reader::verify`).
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -24,6 +26,74 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{self, Message};
+
+/// Counts, per thread, the bytes allocated and not yet freed and their peak, so a
+/// test can bound what one synchronous call allocates (other tests' threads do not
+/// count).
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    let _ = LIVE.try_with(|live| {
+        let now = live.get() + delta;
+        live.set(now);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+    });
+}
+
+// SAFETY: every call forwards to the system allocator unchanged; the counters are
+// const-initialised thread-locals without destructors, so touching them never
+// allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            count(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            count(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as is.
+        unsafe { System.dealloc(ptr, layout) };
+        count(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            count(new_size as isize - layout.size() as isize);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Runs `f` and returns its result and the most it had allocated at once on this
+/// thread.
+fn peak_alloc<T>(f: impl FnOnce() -> T) -> (T, isize) {
+    let base = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(base));
+    let out = f();
+    (out, PEAK.with(Cell::get) - base)
+}
 
 /// Longest any single step may take (a bound, not a sleep).
 const STEP: Duration = Duration::from_secs(10);
@@ -1220,4 +1290,38 @@ async fn regression_driver_kind_with_escapes_is_journaled() {
     assert!(kinds.contains(&kind), "{kinds:?}");
     fx.check_healthy("after the escaped kind").await;
     fx.handle.stop().await.unwrap();
+}
+
+/// A batch over the limit was built in full before being refused: 16 MiB of
+/// `[1,1,1,…]` made eight million JSON values (hundreds of MiB) per message. Now the
+/// elements past the limit are only counted.
+#[test]
+fn regression_oversized_batch_is_counted_not_built() {
+    use r1_core::rpc::envelope::{Incoming, parse};
+    let n = LIMIT / 2 - 1;
+    let mut msg = vec![b'['; 1];
+    for i in 0..n {
+        if i > 0 {
+            msg.push(b',');
+        }
+        msg.push(b'1');
+    }
+    msg.push(b']');
+    let (answer, peak) = peak_alloc(|| parse(&msg));
+    match answer {
+        Incoming::Reject(e) => {
+            assert_eq!(e.code, -32005);
+            assert!(
+                e.message.contains(&format!("batch of {n} requests")),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        peak < 4 << 20,
+        "refusing a batch of {n} allocated {} MiB",
+        peak >> 20
+    );
 }

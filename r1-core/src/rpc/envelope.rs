@@ -2,6 +2,8 @@
 //! when the id cannot be known, notifications never answered, batches element by
 //! element, an empty batch is one -32600.
 
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::codes;
@@ -58,8 +60,12 @@ fn err(code: i64, kind: &str, message: impl Into<String>) -> RpcErrorObject {
 }
 
 /// Parses one message (a line, a body, a WebSocket text frame).
+///
+/// A batch is read element by element: the first [`MAX_BATCH`] are built, any
+/// further ones are only checked as JSON and counted, so a message of 16 MiB of
+/// `[1,1,1,…]` costs the daemon a thousand values, not eight million.
 pub fn parse(bytes: &[u8]) -> Incoming {
-    let value: Value = match serde_json::from_slice(bytes) {
+    let top: Top = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) => {
             return Incoming::Reject(err(
@@ -69,22 +75,88 @@ pub fn parse(bytes: &[u8]) -> Incoming {
             ));
         }
     };
-    match value {
-        Value::Array(items) if items.is_empty() => Incoming::Reject(err(
+    match top {
+        Top::Batch { len: 0, .. } => Incoming::Reject(err(
             codes::INVALID_REQUEST,
             "invalid_request",
             "empty batch",
         )),
-        Value::Array(items) if items.len() > MAX_BATCH => Incoming::Reject(err(
+        Top::Batch { len, .. } if len > MAX_BATCH => Incoming::Reject(err(
             codes::TOO_LARGE,
             "too_large",
-            format!(
-                "batch of {} requests is over the limit of {MAX_BATCH}",
-                items.len()
-            ),
+            format!("batch of {len} requests is over the limit of {MAX_BATCH}"),
         )),
-        Value::Array(items) => Incoming::Batch(items.into_iter().map(item).collect()),
-        other => Incoming::Single(item(other)),
+        Top::Batch { items, .. } => Incoming::Batch(items.into_iter().map(item).collect()),
+        Top::Other(other) => Incoming::Single(item(other)),
+    }
+}
+
+/// A message's top level: a batch (its first [`MAX_BATCH`] elements and how many
+/// there were) or any other JSON value.
+enum Top {
+    Batch { items: Vec<Value>, len: usize },
+    Other(Value),
+}
+
+impl<'de> Deserialize<'de> for Top {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Top, D::Error> {
+        d.deserialize_any(TopVisitor)
+    }
+}
+
+struct TopVisitor;
+
+impl<'de> Visitor<'de> for TopVisitor {
+    type Value = Top;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON-RPC message")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Top, A::Error> {
+        let mut items = Vec::new();
+        while items.len() < MAX_BATCH {
+            match seq.next_element::<Value>()? {
+                Some(v) => items.push(v),
+                None => {
+                    let len = items.len();
+                    return Ok(Top::Batch { items, len });
+                }
+            }
+        }
+        let mut len = items.len();
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            len += 1;
+        }
+        Ok(Top::Batch { items, len })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Top, A::Error> {
+        Value::deserialize(MapAccessDeserializer::new(map)).map(Top::Other)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Top, E> {
+        Ok(Top::Other(Value::Bool(v)))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Top, E> {
+        Ok(Top::Other(Value::from(v)))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Top, E> {
+        Ok(Top::Other(Value::from(v)))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Top, E> {
+        Ok(Top::Other(Value::from(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Top, E> {
+        Ok(Top::Other(Value::from(v)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Top, E> {
+        Ok(Top::Other(Value::Null))
     }
 }
 
@@ -223,6 +295,43 @@ mod tests {
                 Some(serde_json::json!({"$serde_json::private::RawValue": "[1,2]"}))
             ),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn batches_are_counted_past_the_limit() {
+        let batch = |n: usize| format!("[{}]", vec!["1"; n].join(","));
+        assert!(
+            matches!(parse(batch(MAX_BATCH).as_bytes()), Incoming::Batch(v) if v.len() == MAX_BATCH)
+        );
+        match parse(batch(MAX_BATCH + 1).as_bytes()) {
+            Incoming::Reject(e) => {
+                assert_eq!(e.code, -32005);
+                assert!(
+                    e.message.contains("batch of 1001 requests"),
+                    "{}",
+                    e.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Elements past the limit are still parsed: bad JSON there is -32700.
+        let bad = format!("[{},1,]", vec!["1"; MAX_BATCH + 5].join(","));
+        assert!(matches!(parse(bad.as_bytes()), Incoming::Reject(e) if e.code == -32700));
+        // Scalars and objects are single messages as before.
+        for (text, want) in [
+            ("1.5", serde_json::json!(1.5)),
+            ("-3", serde_json::json!(-3)),
+            ("\"x\"", serde_json::json!("x")),
+            ("true", serde_json::json!(true)),
+            ("null", Value::Null),
+        ] {
+            match parse(text.as_bytes()) {
+                Incoming::Single(Item::Invalid { error, .. }) => {
+                    assert_eq!(error.code, -32600, "{text}")
+                }
+                other => panic!("{text}: {other:?} (want an invalid {want})"),
+            }
         }
     }
 
