@@ -32,3 +32,6 @@ bash scripts/test-c.sh
 
 step "browser: the web console in headless chromium"
 bash scripts/test-browser.sh
+
+step "browser: loopback auth rules in headless chromium (same origin vs foreign origin)"
+bash scripts/test-browser-auth.sh
