@@ -14,7 +14,7 @@
 // failed` and exits non-zero on any failure. Every daemon, browser, server and temp
 // dir it starts is cleaned up, on failure too.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -61,27 +61,32 @@ function r1(args, env) {
   return r;
 }
 
-function startDaemon(tmp) {
-  const home = path.join(tmp, 'home');
+function daemonEnv(tmp) {
   const run = path.join(tmp, 'run');
-  fs.mkdirSync(run, { mode: 0o700 });
-  const env = { ...process.env, R1_HOME: home, XDG_RUNTIME_DIR: run, R1_LOG: 'info' };
+  fs.mkdirSync(run, { recursive: true, mode: 0o700 });
+  return { ...process.env, R1_HOME: path.join(tmp, 'home'), XDG_RUNTIME_DIR: run, R1_LOG: 'info' };
+}
+
+function startDaemon(env) {
   // --detach returns once daemon.json is written: that is the readiness signal.
   const r = r1(['serve', '--detach'], env);
   if (r.status !== 0) {
     throw new Error(`r1 serve --detach exited ${r.status}: ${r.stderr}`);
   }
-  const disc = JSON.parse(fs.readFileSync(path.join(home, 'daemon.json'), 'utf8'));
-  return { env, home, port: disc.port, token: disc.token, pid: disc.pid };
+  const disc = JSON.parse(fs.readFileSync(path.join(env.R1_HOME, 'daemon.json'), 'utf8'));
+  return { env, port: disc.port, token: disc.token, pid: disc.pid };
 }
 
-function stopDaemon(d) {
-  if (!d) return;
-  const r = r1(['ctl', 'shutdown'], d.env);
+/** Stops the daemon of `env` if one runs (also after a failed start). */
+function stopDaemon(env) {
+  const disc = path.join(env.R1_HOME, 'daemon.json');
+  if (!fs.existsSync(disc)) return;
+  const { pid } = JSON.parse(fs.readFileSync(disc, 'utf8'));
+  const r = r1(['ctl', 'shutdown'], env);
   if (r.status !== 0) {
-    console.log(`r1 ctl shutdown exited ${r.status}: ${r.stderr.trim()}; sending SIGTERM`);
+    console.log(`r1 ctl shutdown exited ${r.status}: ${r.stderr.trim()}; sending SIGTERM to ${pid}`);
     try {
-      process.kill(d.pid, 'SIGTERM');
+      process.kill(pid, 'SIGTERM');
     } catch {
       // already gone
     }
@@ -213,7 +218,7 @@ function startForeignServer() {
 // ---------------------------------------------------------------------------
 // The test
 
-async function sameOrigin(context, d, sessionId, work) {
+async function sameOrigin(context, d, sessionId) {
   const origin = `http://127.0.0.1:${d.port}`;
   // A page fulfilled by page.route() has no IP address, so Chromium's Local Network
   // Access checks count it as public and block its requests to loopback unless the
@@ -278,7 +283,6 @@ async function sameOrigin(context, d, sessionId, work) {
   );
   check('same origin: a fetch with the token gets 200', withToken.status === 200, JSON.stringify(withToken).slice(0, 200));
   await page.close();
-  void work;
 }
 
 async function foreignOrigin(context, d, sessionId, work, server) {
@@ -376,11 +380,11 @@ async function main() {
   if (!fs.existsSync(r1Bin)) throw new Error(`no r1 binary at ${r1Bin} (cargo build -p r1-bin, or set R1_BIN)`);
   if (!fs.existsSync(chromiumPath)) throw new Error(`no Chromium at ${chromiumPath} (set CHROMIUM)`);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'r1-browser-auth-'));
-  let d = null;
+  const env = daemonEnv(tmp);
   let context = null;
   let server = null;
   try {
-    d = startDaemon(tmp);
+    const d = startDaemon(env);
     const work = path.join(tmp, 'work');
     fs.mkdirSync(work);
     const created = await fetch(`http://127.0.0.1:${d.port}/v1/sessions`, {
@@ -405,12 +409,12 @@ async function main() {
         '--disable-sync',
       ],
     });
-    await sameOrigin(context, d, session.session_id, work);
+    await sameOrigin(context, d, session.session_id);
     await foreignOrigin(context, d, session.session_id, work, server);
   } finally {
     if (context) await context.close().catch(() => {});
     if (server) await new Promise((r) => server.close(r));
-    stopDaemon(d);
+    stopDaemon(env);
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 }
