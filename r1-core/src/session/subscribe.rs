@@ -107,6 +107,11 @@ pub async fn pump(
                             return;
                         }
                     }
+                    // A catch-up that shed live records read on to the end of the
+                    // file, past `rec`: it was sent from disk already.
+                    if rec.seq <= last {
+                        continue;
+                    }
                 }
                 if !send_shedding(&sink, format(&rec), &mut src.live, &mut shed).await {
                     return;
