@@ -299,3 +299,64 @@ async fn catch_up_to(
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Journal, WriterOptions};
+    use serde_json::json;
+
+    /// Regression: after the ring overran the pump (`Lagged`), the catch-up up to the
+    /// next live record shed further live records, read on to the end of the file —
+    /// past that record — and the pump then sent the record a second time.
+    #[tokio::test(flavor = "current_thread")]
+    async fn shedding_catch_up_after_lag_never_resends_a_record() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("journal.ndjson");
+        let opts = WriterOptions {
+            broadcast_capacity: 4,
+            ..WriterOptions::default()
+        };
+        let j = Journal::create(&path, "e", "session.created", &json!({}), opts).unwrap();
+        let (current, live) = j.subscribe();
+        assert_eq!(current, 1);
+        let (sink, mut out) = mpsc::channel::<String>(2);
+        let (go, wait) = oneshot::channel();
+        let format: Formatter = Box::new(|r: &RawRecord| r.seq.to_string());
+        let source = Source {
+            path: path.clone(),
+            live,
+            current_seq: current,
+            gone: None,
+        };
+        let pump = tokio::spawn(pump(source, 1, wait, sink, format));
+        // Ten records before the pump runs: the 4-slot ring overruns (Lagged), and
+        // the 2-slot sink fills during the catch-up while live records wait.
+        for i in 0..10 {
+            j.append("session.delta", &json!({"i": i})).unwrap();
+        }
+        go.send(()).unwrap();
+        let mut got = Vec::new();
+        while got.last() != Some(&11u64) {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(5), out.recv())
+                .await
+                .expect("frames keep coming")
+                .expect("pump alive");
+            got.push(frame.parse::<u64>().unwrap());
+            // Let the pump fill the sink again before reading on.
+            tokio::task::yield_now().await;
+        }
+        j.append("session.delta", &json!({"i": "last"})).unwrap();
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), out.recv())
+            .await
+            .expect("the next record")
+            .expect("pump alive");
+        got.push(next.parse().unwrap());
+        assert_eq!(
+            got,
+            (2..=12).collect::<Vec<u64>>(),
+            "each record once, in order"
+        );
+        pump.abort();
+    }
+}
