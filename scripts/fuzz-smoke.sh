@@ -46,7 +46,15 @@ fi
 echo "fuzz smoke: built in $(( $(date +%s) - build_start ))s"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/r1-fuzz-smoke.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+# The targets' daemons and journals live here (tmpfs when there is one: they fsync).
+if [ -d /dev/shm ]; then
+  scratch="$(mktemp -d /dev/shm/r1-fuzz-smoke.XXXXXX)"
+else
+  scratch="$work/scratch"
+  mkdir -p "$scratch"
+fi
+export R1_FUZZ_SCRATCH="$scratch"
+trap 'rm -rf "$work" "$scratch"' EXIT
 failed=()
 for t in "${targets[@]}"; do
   mkdir -p "$work/$t/corpus" "$work/$t/artifacts"
