@@ -17,17 +17,7 @@ use libfuzzer_sys::fuzz_target;
 use r1_core::journal::record::parse_prefix;
 use r1_core::journal::{Journal, Reader, WriterOptions};
 
-static DIR: LazyLock<tempfile::TempDir> = LazyLock::new(|| {
-    let root = if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    tempfile::Builder::new()
-        .prefix("r1-fuzz-journal-")
-        .tempdir_in(root)
-        .expect("temp dir")
-});
+static DIR: LazyLock<PathBuf> = LazyLock::new(|| r1_fuzz::scratch_dir("r1-fuzz-journal-"));
 
 /// What recovery's tail check reads (`recover::TAIL_WINDOW`): below it, open checks
 /// every line.
@@ -72,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         bytes
     };
-    let dir = DIR.path();
+    let dir = DIR.as_path();
     for e in std::fs::read_dir(dir).expect("read dir").flatten() {
         let _ = std::fs::remove_file(e.path());
     }

@@ -57,7 +57,9 @@ pub struct Harness {
     pub work: PathBuf,
     /// A session that is running when an input starts (`$SID` in inputs).
     pub sid: String,
-    _dir: tempfile::TempDir,
+    /// Home, socket and work directory (removed when the daemon is replaced, and
+    /// at exit).
+    dir: PathBuf,
 }
 
 impl Harness {
@@ -109,8 +111,13 @@ impl Harness {
 
 static DAEMON: Mutex<Option<Harness>> = Mutex::new(None);
 
-fn scratch_root() -> PathBuf {
-    // tmpfs when there is one: the daemon fsyncs, and fsync on a disk is slow.
+/// Where the targets make their temporary directories: `R1_FUZZ_SCRATCH` (the smoke
+/// script sets it to a directory it removes), else `/dev/shm` (the daemon fsyncs,
+/// and fsync on tmpfs is free), else the system temp dir.
+pub fn scratch_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("R1_FUZZ_SCRATCH") {
+        return PathBuf::from(dir);
+    }
     let shm = PathBuf::from("/dev/shm");
     if shm.is_dir() {
         shm
@@ -119,18 +126,42 @@ fn scratch_root() -> PathBuf {
     }
 }
 
-fn start() -> Harness {
+/// A temporary directory under [`scratch_root`] that is removed when the process
+/// exits normally (libFuzzer ends with `exit()`, which skips Rust destructors of
+/// statics, so the removal is registered with `atexit`).
+pub fn scratch_dir(prefix: &str) -> PathBuf {
+    static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    extern "C" fn remove_all() {
+        for d in DIRS.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registering a plain `extern "C" fn` with no arguments is what atexit
+    // expects; it runs once, on the thread calling exit().
+    REGISTER.call_once(|| unsafe {
+        libc::atexit(remove_all);
+    });
     let dir = tempfile::Builder::new()
-        .prefix("r1-fuzz-")
+        .prefix(prefix)
         .tempdir_in(scratch_root())
-        .expect("temp dir");
-    let work = dir.path().join("work");
+        .expect("temp dir")
+        .keep();
+    DIRS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(dir.clone());
+    dir
+}
+
+fn start() -> Harness {
+    let dir = scratch_dir("r1-fuzz-");
+    let work = dir.join("work");
     std::fs::create_dir_all(&work).expect("work dir");
     let mut drivers: BTreeMap<String, Arc<dyn DriverFactory>> = BTreeMap::new();
     drivers.insert("shell".into(), Arc::new(EchoFactory));
     let cfg = DaemonConfig {
-        home: Some(dir.path().join("home")),
-        sock_path: Some(dir.path().join("s.sock")),
+        home: Some(dir.join("home")),
+        sock_path: Some(dir.join("s.sock")),
         token: Some(Token::parse(TOKEN).expect("token")),
         tcp: false,
         fsync_interval: Duration::from_millis(100),
@@ -155,7 +186,7 @@ fn start() -> Harness {
         rpc,
         work,
         sid: String::new(),
-        _dir: dir,
+        dir,
     }
 }
 
@@ -172,6 +203,7 @@ pub fn daemon() -> MutexGuard<'static, Option<Harness>> {
     if worn {
         if let Some(old) = guard.take() {
             let _ = runtime().block_on(old.handle.stop());
+            let _ = std::fs::remove_dir_all(&old.dir);
         }
         *guard = Some(start());
     }
