@@ -227,45 +227,116 @@ pub fn encode_line(
 
 /// Parses the fixed prefix of `line` (no trailing newline): `(v, seq, crc, body_start)`.
 pub fn parse_prefix(line: &[u8]) -> Result<(u64, u64, u32, usize), LineError> {
-    let rest = line.strip_prefix(b"{\"v\":").ok_or(LineError::BadPrefix)?;
-    let (v, used_v) = parse_decimal(rest).ok_or(LineError::BadPrefix)?;
-    let rest = rest[used_v..]
-        .strip_prefix(b",\"seq\":")
-        .ok_or(LineError::BadPrefix)?;
-    let (seq, used_s) = parse_decimal(rest).ok_or(LineError::BadPrefix)?;
-    let rest = rest[used_s..]
-        .strip_prefix(b",\"crc\":\"")
-        .ok_or(LineError::BadPrefix)?;
-    if rest.len() < 10 {
-        return Err(LineError::BadPrefix);
+    // `?` on Options, not `ok_or(LineError::…)`: that builds (and drops) an error
+    // value on every good line, and every journal line passes here.
+    let parsed = (|| {
+        let rest = line.strip_prefix(b"{\"v\":")?;
+        let (v, used_v) = parse_decimal(rest)?;
+        let rest = rest[used_v..].strip_prefix(b",\"seq\":")?;
+        let (seq, used_s) = parse_decimal(rest)?;
+        let rest = rest[used_s..].strip_prefix(b",\"crc\":\"")?;
+        if rest.len() < 10 || &rest[8..10] != b"\"," {
+            return None;
+        }
+        let crc = parse_crc_hex(&rest[..8])?;
+        let body_start = line.len() - (rest.len() - 10);
+        Some((v, seq, crc, body_start))
+    })();
+    match parsed {
+        Some(prefix) => Ok(prefix),
+        None => Err(LineError::BadPrefix),
     }
-    let hex = &rest[..8];
-    if !hex
-        .iter()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-    {
-        return Err(LineError::BadPrefix);
-    }
-    if &rest[8..10] != b"\"," {
-        return Err(LineError::BadPrefix);
-    }
-    let crc_text = std::str::from_utf8(hex).map_err(|_| LineError::BadPrefix)?;
-    let crc = u32::from_str_radix(crc_text, 16).map_err(|_| LineError::BadPrefix)?;
-    let body_start = line.len() - (rest.len() - 10);
-    Ok((v, seq, crc, body_start))
 }
 
+/// Eight lowercase hex digits as a `u32` (uppercase is refused: the prefix is fixed).
+fn parse_crc_hex(hex: &[u8]) -> Option<u32> {
+    hex.iter().try_fold(0u32, |acc, &b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        Some((acc << 4) | u32::from(digit))
+    })
+}
+
+/// A JSON natural number at the start of `b` (1 to 20 digits, no leading zero) that
+/// fits a `u64`, and how many bytes it took. Every journal line passes here twice,
+/// so the digits are folded directly rather than through `str::parse`.
 fn parse_decimal(b: &[u8]) -> Option<(u64, usize)> {
     let n = b.iter().take_while(|c| c.is_ascii_digit()).count();
     if n == 0 || n > 20 || (n > 1 && b[0] == b'0') {
         return None;
     }
-    let s = std::str::from_utf8(&b[..n]).ok()?;
-    Some((s.parse().ok()?, n))
+    let value = b[..n].iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    Some((value, n))
+}
+
+/// A line that passed [`check_line`], borrowed from the bytes it was read from (for
+/// scans over whole journals that need no [`RawRecord`] per line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CheckedLine<'a> {
+    /// The record's seq.
+    pub seq: u64,
+    /// The whole line without its newline.
+    pub text: &'a str,
+    /// Where the body starts in `text`.
+    pub body_start: usize,
+    /// The record's kind.
+    pub kind: std::borrow::Cow<'a, str>,
+    /// The `data` value's text, when the body has the layout [`encode_line`] writes.
+    pub data: Option<&'a str>,
+}
+
+impl CheckedLine<'_> {
+    /// The shared, owned form of this line.
+    pub(crate) fn to_raw(&self) -> RawRecord {
+        RawRecord {
+            seq: self.seq,
+            line: Arc::from(self.text),
+            body_start: self.body_start,
+        }
+    }
+}
+
+/// The pieces of a body with exactly the layout [`encode_line`] writes:
+/// `"at":"…","kind":"…","data":<value>}` where the `at` and `kind` strings hold no
+/// quote, backslash or control character: `(kind, data)`. `None` for anything else
+/// (escapes, other key orders, whitespace, missing or extra keys …), which then goes
+/// through the full serde check.
+///
+/// For a body of this layout (in a line that is valid UTF-8 behind a well-formed
+/// prefix), the record shape check below accepts the line exactly when `data` is one
+/// JSON value: the keys are the six record fields once each, and `at` and `kind` are
+/// strings with nothing to unescape. `data` is checked by serde_json's own value
+/// skipper, the same code the full check runs on it (`IgnoredAny`), so the fast path
+/// never accepts a line the full check refuses (the differential tests in this
+/// module and in `reader_tests.rs` hold it to that).
+fn canonical_body(body: &str) -> Option<(&str, &str)> {
+    fn plain_string(s: &str) -> Option<(&str, &str)> {
+        let end = s
+            .bytes()
+            .position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
+        (s.as_bytes()[end] == b'"').then(|| (&s[..end], &s[end + 1..]))
+    }
+    let rest = body.strip_prefix("\"at\":\"")?;
+    let (_at, rest) = plain_string(rest)?;
+    let rest = rest.strip_prefix(",\"kind\":\"")?;
+    let (kind, rest) = plain_string(rest)?;
+    let data = rest.strip_prefix(",\"data\":")?.strip_suffix('}')?;
+    serde_json::from_str::<serde::de::IgnoredAny>(data).ok()?;
+    Some((kind, data))
 }
 
 /// Verifies one line (without its `\n`): prefix, version, CRC, UTF-8 and JSON shape.
 pub fn parse_line(line: &[u8]) -> Result<RawRecord, LineError> {
+    check_line(line).map(|checked| checked.to_raw())
+}
+
+/// [`parse_line`] without copying the line: the checks are the same.
+pub(crate) fn check_line(line: &[u8]) -> Result<CheckedLine<'_>, LineError> {
     if line.len() > MAX_LINE_BYTES {
         return Err(LineError::TooLong);
     }
@@ -288,6 +359,28 @@ pub fn parse_line(line: &[u8]) -> Result<RawRecord, LineError> {
         });
     }
     let text = std::str::from_utf8(line).map_err(|e| LineError::BadBody(e.to_string()))?;
+    // The prefix is ASCII, so `body_start` is a char boundary.
+    if let Some((kind, data)) = text.get(body_start..).and_then(canonical_body) {
+        return Ok(CheckedLine {
+            seq,
+            text,
+            body_start,
+            kind: std::borrow::Cow::Borrowed(kind),
+            data: Some(data),
+        });
+    }
+    let kind = full_shape_check(text)?;
+    Ok(CheckedLine {
+        seq,
+        text,
+        body_start,
+        kind,
+        data: None,
+    })
+}
+
+/// The record shape check by serde, for any line: returns the kind.
+fn full_shape_check(text: &str) -> Result<std::borrow::Cow<'_, str>, LineError> {
     // The CRC matched, so these bytes are what a writer produced; still check the
     // shape so a hand-made line with a correct crc cannot smuggle in garbage.
     // Every field of a record is named, so one that appears twice is refused: a
@@ -308,12 +401,9 @@ pub fn parse_line(line: &[u8]) -> Result<RawRecord, LineError> {
         #[serde(default)]
         data: Option<serde::de::IgnoredAny>,
     }
-    serde_json::from_str::<Shape<'_>>(text).map_err(|e| LineError::BadBody(e.to_string()))?;
-    Ok(RawRecord {
-        seq,
-        line: Arc::from(text),
-        body_start,
-    })
+    serde_json::from_str::<Shape<'_>>(text)
+        .map(|shape| shape.kind)
+        .map_err(|e| LineError::BadBody(e.to_string()))
 }
 
 #[cfg(test)]

@@ -1278,10 +1278,10 @@ fn scan_for_reattach(
     last_seq: u64,
     track_inputs: bool,
 ) -> Result<(bool, BTreeMap<u64, Option<i32>>)> {
-    let mut reader = Reader::open(path)?;
     let mut lanes: BTreeMap<u64, Option<i32>> = BTreeMap::new();
     if clean {
         // Only the last record matters: seek straight to it.
+        let mut reader = Reader::open(path)?;
         reader.seek(last_seq.saturating_sub(1))?;
         let mut last = None;
         while let Some(r) = reader.next_record()? {
@@ -1292,37 +1292,82 @@ fn scan_for_reattach(
             .is_some_and(|k| k == "session.ended");
         return Ok((ended, lanes));
     }
-    // Only the lane records are parsed; every other kind is read off the line (a
-    // crashed daemon's restart scans every journal whole).
+    // A crashed daemon's restart reads every journal whole: walk the lines in place
+    // (verified as a reader verifies them, nothing copied) and parse only the lane
+    // records' data.
+    let file = paths::open_private(path, paths::OpenMode::Read)?;
+    let size = file
+        .metadata()
+        .map_err(|e| Error::io("cannot fstat", path, e))?
+        .len();
     let mut ended = false;
-    while let Some(rec) = reader.next_record()? {
-        let Some(kind) = rec.kind_ref() else { continue };
+    let walked = journal::reader::walk_verified(&file, size, |rec| {
+        let kind = rec.kind.as_ref();
         ended = kind == "session.ended";
-        match kind.as_ref() {
+        match kind {
             "user.input" if track_inputs => {
                 lanes.insert(rec.seq, None);
             }
             "tool.start" => {
-                let Ok(r) = rec.to_record() else { continue };
-                if let Some(l) = r.data.get("lane_id").and_then(Value::as_u64) {
-                    let pgid = r
-                        .data
-                        .get("pgid")
-                        .and_then(Value::as_i64)
-                        .and_then(|p| i32::try_from(p).ok());
-                    lanes.insert(l, pgid);
+                if let Some((lane, pgid)) = lane_fields(rec) {
+                    lanes.insert(lane, pgid);
                 }
             }
             "tool.end" => {
-                let Ok(r) = rec.to_record() else { continue };
-                if let Some(l) = r.data.get("lane_id").and_then(Value::as_u64) {
-                    lanes.remove(&l);
+                if let Some((lane, _)) = lane_fields(rec) {
+                    lanes.remove(&lane);
                 }
             }
             _ => {}
         }
+    })
+    .map_err(|e| Error::io("cannot read", path, e))?;
+    match walked {
+        journal::reader::WalkEnd::Intact => Ok((ended, lanes)),
+        journal::reader::WalkEnd::Damaged(damage) => Err(damage.to_error(path)),
     }
-    Ok((ended, lanes))
+}
+
+/// `data.lane_id` of a lane record and the `data.pgid` that fits an `i32`, read as
+/// `Value::as_u64` / `Value::as_i64` read them from the parsed `data`, without
+/// building the whole value when `data` is a plain object (the common case).
+fn lane_fields(rec: &journal::record::CheckedLine<'_>) -> Option<(u64, Option<i32>)> {
+    fn from_value(data: &Value) -> Option<(u64, Option<i32>)> {
+        let lane = data.get("lane_id").and_then(Value::as_u64)?;
+        let pgid = data
+            .get("pgid")
+            .and_then(Value::as_i64)
+            .and_then(|p| i32::try_from(p).ok());
+        Some((lane, pgid))
+    }
+    /// Only the two fields; a repeated one is an error here (where a `Value`
+    /// keeps the last), so any error falls back to the `Value`.
+    #[derive(serde::Deserialize)]
+    struct LaneFields {
+        #[serde(default)]
+        lane_id: Option<Value>,
+        #[serde(default)]
+        pgid: Option<Value>,
+    }
+    let Some(data) = rec.data else {
+        return from_value(&rec.to_raw().to_record().ok()?.data);
+    };
+    // A struct also deserializes from a JSON array: only objects take the short cut.
+    let is_object = data
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{');
+    match serde_json::from_str::<LaneFields>(data) {
+        Ok(fields) if is_object => {
+            let lane = fields.lane_id.as_ref().and_then(Value::as_u64)?;
+            let pgid = fields
+                .pgid
+                .as_ref()
+                .and_then(Value::as_i64)
+                .and_then(|p| i32::try_from(p).ok());
+            Some((lane, pgid))
+        }
+        _ => from_value(&serde_json::from_str::<Value>(data).ok()?),
+    }
 }
 
 /// Kills a process group left running by a daemon that died, but only if its leader
