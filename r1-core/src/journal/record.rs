@@ -532,6 +532,207 @@ mod tests {
         }
     }
 
+    /// The checks `parse_line` made before the layout short cut, kept as the
+    /// reference the short cut is held to: prefix, version, CRC, UTF-8, then the
+    /// serde shape pass over the whole line.
+    fn reference_check(line: &[u8]) -> Result<(u64, String), LineError> {
+        if line.len() > MAX_LINE_BYTES {
+            return Err(LineError::TooLong);
+        }
+        let (v, seq, crc, body_start) = parse_prefix(line)?;
+        if v > JOURNAL_VERSION {
+            return Err(LineError::NewerVersion {
+                found: v,
+                supported: JOURNAL_VERSION,
+            });
+        }
+        if v != JOURNAL_VERSION {
+            return Err(LineError::BadPrefix);
+        }
+        let computed = crc32c::crc32c(&line[body_start..]);
+        if computed != crc {
+            return Err(LineError::CrcMismatch {
+                stored: format!("{crc:08x}"),
+                computed: format!("{computed:08x}"),
+            });
+        }
+        let text = std::str::from_utf8(line).map_err(|e| LineError::BadBody(e.to_string()))?;
+        Ok((seq, full_shape_check(text)?.into_owned()))
+    }
+
+    /// `body` behind a prefix whose CRC matches it, so the shape checks decide.
+    fn with_good_crc(seq: u64, body: &[u8]) -> Vec<u8> {
+        let crc = crc32c::crc32c(body);
+        let mut line = format!("{{\"v\":1,\"seq\":{seq},\"crc\":\"{crc:08x}\",").into_bytes();
+        line.extend_from_slice(body);
+        line
+    }
+
+    fn assert_same_verdict(line: &[u8]) {
+        let fast = check_line(line).map(|c| (c.seq, c.kind.into_owned()));
+        let reference = reference_check(line);
+        assert_eq!(
+            fast,
+            reference,
+            "verdicts differ for {}",
+            String::from_utf8_lossy(line)
+        );
+        // And the shared form agrees with the borrowed one.
+        if let Ok(raw) = parse_line(line) {
+            assert_eq!(raw.line().as_bytes(), line);
+            assert_eq!(Some(raw.seq), fast.as_ref().ok().map(|f| f.0));
+        }
+    }
+
+    /// Bodies at the edge of the layout the short cut recognises: each is decided
+    /// exactly as the full serde pass decides it.
+    #[test]
+    fn layout_short_cut_agrees_with_the_full_check_on_edge_cases() {
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        let bodies: Vec<String> = vec![
+            r#""at":"t","kind":"k","data":{}}"#.into(),
+            r#""at":"t","kind":"k","data":null}"#.into(),
+            r#""at":"t","kind":"k","data":nul}"#.into(),
+            r#""at":"t","kind":"k","data": 1 }"#.into(),
+            r#""at":"t","kind":"k","data":1}  "#.into(),
+            r#""at":"t","kind":"k","data":1}x"#.into(),
+            r#""at":"t","kind":"k","data":{}"#.into(),
+            r#""at":"t","kind":"k","data":}"#.into(),
+            r#""at":"t","kind":"k","data":1,"seq":2}"#.into(),
+            r#""at":"t","kind":"k","data":{},"data":{}}"#.into(),
+            r#""at":"t","kind":"k","data":{"a":1}},"x":{"b":2}"#.into(),
+            r#""at":"t","kind":"k","data":"\ud800"}"#.into(),
+            r#""at":"t","kind":"k","data":"\u00e9\n"}"#.into(),
+            r#""at":"t","kind":"k","data":[1,]}"#.into(),
+            r#""at":"t","kind":"k","data":01}"#.into(),
+            r#""at":"t","kind":"k","data":1e999}"#.into(),
+            r#""at":"t","kind":"k"}"#.into(),
+            r#""at":"t","kind":"k","extra":1,"data":2}"#.into(),
+            r#""kind":"k","at":"t","data":2}"#.into(),
+            r#""at":"t","kind":"k\"q","data":2}"#.into(),
+            r#""at":"t\\","kind":"k","data":2}"#.into(),
+            r#""at":5,"kind":"k","data":2}"#.into(),
+            r#""at":"t","kind":null,"data":2}"#.into(),
+            "\"at\":\"t\u{1}\",\"kind\":\"k\",\"data\":2}".into(),
+            "\"at\":\"t\",\"kind\":\"k\t\",\"data\":2}".into(),
+            "\"at\":\"t\",\"kind\":\"é\",\"data\":\"\u{7f}\"}".into(),
+            "\"at\":\"t\",\"kind\":\"k\",\"data\":\"a\u{1f}b\"}".into(),
+            format!(r#""at":"t","kind":"k","data":{deep}}}"#),
+            format!(r#""at":"t","kind":"k","data":{}}}"#, "[".repeat(300)),
+        ];
+        for body in &bodies {
+            assert_same_verdict(&with_good_crc(9, body.as_bytes()));
+        }
+        // Bytes that are not UTF-8, inside and outside the strings.
+        let not_utf8: [&[u8]; 2] = [
+            b"\"at\":\"t\",\"kind\":\"\xff\",\"data\":1}",
+            b"\"at\":\"t\",\"kind\":\"k\",\"data\":\"\xc3\"}",
+        ];
+        for body in not_utf8 {
+            assert_same_verdict(&with_good_crc(9, body));
+        }
+    }
+
+    /// JSON-ish pieces for mutating bodies where the layout is decided.
+    const PIECES: &[&str] = &[
+        "}",
+        "{",
+        "[",
+        "]",
+        "\"",
+        "\\",
+        ",",
+        ":",
+        " ",
+        "\n",
+        "\t",
+        "\u{0}",
+        "\u{1f}",
+        "null",
+        "1",
+        "-0",
+        "1.5e3",
+        "\"data\":",
+        "\"kind\":\"x\"",
+        ",\"seq\":3",
+        "\\u0041",
+        "\\ud800",
+        "é",
+        "\u{7f}",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Differential test: lines r1 writes, then mutated (pieces inserted, bytes
+        /// replaced or removed, cut short) and given a matching CRC so the shape
+        /// checks decide: the short cut and the full serde pass agree on each.
+        #[test]
+        fn layout_short_cut_rejects_exactly_what_the_full_check_rejects(
+            kind in proptest::prop_oneof![
+                proptest::prelude::Just("session.delta".to_owned()),
+                proptest::prelude::Just("tool.end".to_owned()),
+                "[a-z.\"\\\\é\u{1}]{0,8}",
+            ],
+            text in "[a-z\"\\\\{}\\[\\],:é\u{1}]{0,12}",
+            edits in proptest::collection::vec(
+                (0usize..1000, 0usize..PIECES.len(), 0u8..4, proptest::num::u8::ANY),
+                0..4,
+            ),
+        ) {
+            let data = json!({"stream": "stdout", "text": text, "n": [1, {"k": null}]});
+            let line = encode_line(5, "2026-05-02T18:30:00.123Z", &kind, &data).unwrap();
+            let (_, _, _, body_start) = parse_prefix(line.as_bytes()).unwrap();
+            let mut body = line.trim_end_matches('\n').as_bytes()[body_start..].to_vec();
+            for (at, piece, op, byte) in edits {
+                let at = at % (body.len() + 1);
+                match op {
+                    0 => {
+                        body.splice(at..at, PIECES[piece].bytes());
+                    }
+                    1 if at < body.len() => body[at] = byte,
+                    2 if at < body.len() => {
+                        body.remove(at);
+                    }
+                    _ => body.truncate(at),
+                }
+            }
+            let mutated = with_good_crc(5, &body);
+            let fast = check_line(&mutated).map(|c| (c.seq, c.kind.into_owned()));
+            proptest::prop_assert_eq!(fast, reference_check(&mutated));
+        }
+
+        /// The prefix numbers read digit by digit agree with `str::parse`.
+        #[test]
+        fn prefix_numbers_agree_with_str_parse(digits in "[0-9]{0,22}[,x]?") {
+            let reference = (|| {
+                let b = digits.as_bytes();
+                let n = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                if n == 0 || n > 20 || (n > 1 && b[0] == b'0') {
+                    return None;
+                }
+                Some((std::str::from_utf8(&b[..n]).ok()?.parse::<u64>().ok()?, n))
+            })();
+            proptest::prop_assert_eq!(parse_decimal(digits.as_bytes()), reference);
+        }
+
+        #[test]
+        fn crc_hex_agrees_with_from_str_radix(hex in "[0-9a-fA-FgG ]{8}") {
+            let lowercase_hex = hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            let reference = if lowercase_hex {
+                u32::from_str_radix(&hex, 16).ok()
+            } else {
+                None
+            };
+            proptest::prop_assert_eq!(parse_crc_hex(hex.as_bytes()), reference);
+        }
+    }
+
     #[test]
     fn event_tail_is_valid_json() {
         let line = encode_line(42, "2026-05-02T18:30:00.123Z", "k", &json!({"a":[1,2]})).unwrap();

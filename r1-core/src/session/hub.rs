@@ -1394,3 +1394,60 @@ fn kill_surviving_group(pgid: i32, session_id: &str) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::record::{check_line, encode_line};
+
+    /// The restart scan's lane fields agree with reading them off the parsed `data`
+    /// (`Value::as_u64` / `as_i64`), whatever shape `data` has.
+    #[test]
+    fn lane_fields_agree_with_the_parsed_value() {
+        let datas = [
+            json!({"tool": "sh", "args": {"cmd": "x"}, "lane_id": 7, "pgid": 4242}),
+            json!({"lane_id": 7, "pgid": null}),
+            json!({"lane_id": 7}),
+            json!({"lane_id": 7, "pgid": 1u64 << 40}),
+            json!({"lane_id": 7, "pgid": -3}),
+            json!({"lane_id": 7, "pgid": "12"}),
+            json!({"lane_id": -7}),
+            json!({"lane_id": 7.0}),
+            json!({"lane_id": "7"}),
+            json!({"lane_id": null}),
+            json!({"pgid": 5}),
+            json!([7, 4242]),
+            json!(7),
+            json!(null),
+            json!({"lane_id": u64::MAX, "pgid": i64::from(i32::MIN)}),
+        ];
+        let mut lines: Vec<String> = datas
+            .iter()
+            .map(|d| encode_line(3, "2026-05-02T18:30:00.123Z", "tool.start", d).unwrap())
+            .collect();
+        // Not encode_line's layout (the slow path), and a repeated field (a `Value`
+        // keeps the last).
+        for body in [
+            r#""kind":"tool.start","at":"t","data":{"lane_id":9,"pgid":8}}"#,
+            r#""at":"t","kind":"tool.start","data":{"lane_id":1,"lane_id":2,"pgid":3,"pgid":4}}"#,
+            r#""at":"t","kind":"tool.start","data": [1,2]}"#,
+        ] {
+            let crc = crc32c::crc32c(body.as_bytes());
+            lines.push(format!(
+                "{{\"v\":1,\"seq\":3,\"crc\":\"{crc:08x}\",{body}\n"
+            ));
+        }
+        for line in &lines {
+            let rec = check_line(line.trim_end().as_bytes()).unwrap();
+            let data = rec.to_raw().to_record().unwrap().data;
+            let expected = data.get("lane_id").and_then(Value::as_u64).map(|lane| {
+                let pgid = data
+                    .get("pgid")
+                    .and_then(Value::as_i64)
+                    .and_then(|p| i32::try_from(p).ok());
+                (lane, pgid)
+            });
+            assert_eq!(lane_fields(&rec), expected, "{line}");
+        }
+    }
+}
