@@ -283,7 +283,7 @@ pub struct Hub {
     home_canonical: PathBuf,
     sessions: Mutex<BTreeMap<String, Arc<Session>>>,
     tombstones: Mutex<index::Tombstones>,
-    index_lock: tokio::sync::Mutex<()>,
+    index_commits: index::IndexCommits,
     bus: Arc<Journal>,
     reloaded: Option<Value>,
 }
@@ -367,7 +367,7 @@ impl Hub {
             home_canonical,
             sessions: Mutex::new(sessions),
             tombstones: Mutex::new(tombstones),
-            index_lock: tokio::sync::Mutex::new(()),
+            index_commits: index::IndexCommits::default(),
             bus,
             reloaded,
         };
@@ -591,12 +591,16 @@ impl Hub {
         });
         self.map().insert(id.clone(), Arc::clone(&session));
         self.spawn_driver(&session, drv);
-        self.store_index().await?;
-        self.bus_event(
-            "session.created",
-            json!({"session_id": id, "workdir": workdir, "driver": driver, "name": params.name}),
-        )
-        .await;
+        // The session is durable once its journal is (above) and the index names it;
+        // the bus record's fsync overlaps the index's.
+        let (stored, ()) = tokio::join!(
+            self.store_index(),
+            self.bus_event(
+                "session.created",
+                json!({"session_id": id, "workdir": workdir, "driver": driver, "name": params.name}),
+            )
+        );
+        stored?;
         tracing::info!(session_id = %id, workdir = %workdir.display(), driver = %driver, "session started");
         Ok(json!({
             "session_id": id,
@@ -1027,14 +1031,26 @@ impl Hub {
         index::store_parts(&self.cfg.home.index_path(), &tombstones, &live)
     }
 
-    /// Rewrites `sessions-index.json` (atomically, serialised).
+    /// Rewrites `sessions-index.json` (atomically) so that it holds every change made
+    /// before this call. Concurrent callers share one rewrite (group commit), and
+    /// unchanged live entries are not encoded again.
     pub async fn store_index(&self) -> Result<()> {
-        let _g = self.index_lock.lock().await;
-        let (tombstones, live) = self.index_entries();
+        let ticket = self.index_commits.announce();
+        let Some(mut turn) = self.index_commits.turn(ticket).await else {
+            return Ok(());
+        };
+        let tombstones = self
+            .tombstones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let live = turn.cache().encode_all(&self.all())?;
         let path = self.cfg.home.index_path();
-        tokio::task::spawn_blocking(move || index::store_parts(&path, &tombstones, &live))
+        tokio::task::spawn_blocking(move || index::store_encoded(&path, &tombstones, &live))
             .await
-            .map_err(|e| Error::internal(format!("index task failed: {e}")))?
+            .map_err(|e| Error::internal(format!("index task failed: {e}")))??;
+        turn.written();
+        Ok(())
     }
 
     /// The epoch history of a session's journal: for a client holding `epoch`, the
@@ -1146,6 +1162,24 @@ fn open_bus(home: &Home, writer: &WriterOptions) -> Result<Arc<Journal>> {
         &json!({"version": crate::VERSION}),
         writer.clone(),
     )
+}
+
+impl index::LiveEntry for Arc<Session> {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn state(&self) -> SessionState {
+        Session::state(self)
+    }
+
+    fn last_seq(&self) -> u64 {
+        Session::last_seq(self)
+    }
+
+    fn entry(&self) -> IndexEntry {
+        self.index_entry()
+    }
 }
 
 /// Reopens one session from its index entry (daemon start).
