@@ -548,12 +548,19 @@ impl Hub {
         let journal = tokio::task::spawn_blocking(move || -> Result<Arc<Journal>> {
             let dir = home.session_dir(&id2);
             paths::ensure_private_dir(&dir)?;
-            let made =
-                Journal::create(&jp, &epoch2, "session.created", &created, writer).and_then(|j| {
-                    paths::fsync_dir(&dir)?;
-                    paths::fsync_dir(&home.sessions_dir())?;
-                    Ok(j)
+            // DESIGN §5: the journal, its directory and `sessions/` are fsync'd.
+            // `Journal::create` syncs the first two; the new directory's entry in
+            // `sessions/` is synced at the same time (all three must be on disk
+            // before the index names the session, in no particular order).
+            let made = std::thread::scope(|scope| {
+                let sessions_dir = home.sessions_dir();
+                let entry_synced = scope.spawn(move || paths::fsync_dir(&sessions_dir));
+                let made = Journal::create(&jp, &epoch2, "session.created", &created, writer);
+                let synced = entry_synced.join().unwrap_or_else(|_| {
+                    Err(Error::internal("the sessions/ fsync thread panicked"))
                 });
+                made.and_then(|j| synced.map(|()| j))
+            });
             if made.is_err() {
                 // A failed create (disk full …) leaves no session directory behind
                 // (the journal file is already gone, so the directory is empty).
