@@ -171,6 +171,8 @@ pub trait LiveEntry {
 #[derive(Debug, Default)]
 pub struct EntryCache {
     by_id: HashMap<String, CachedEntry>,
+    /// Bumped by every [`EntryCache::encode_all`]; entries it did not see are stale.
+    round: u64,
 }
 
 #[derive(Debug)]
@@ -178,37 +180,41 @@ struct CachedEntry {
     state: SessionState,
     last_seq: u64,
     json: Arc<[u8]>,
+    round: u64,
 }
 
 impl EntryCache {
     /// The encodings of `live`, in order. Entries of sessions not in `live` (deleted)
     /// are forgotten.
     pub fn encode_all<S: LiveEntry>(&mut self, live: &[S]) -> Result<Vec<Arc<[u8]>>> {
+        self.round += 1;
+        let round = self.round;
         let mut out = Vec::with_capacity(live.len());
-        let mut kept = HashMap::with_capacity(live.len());
         for session in live {
-            let cached = self
-                .by_id
-                .remove_entry(session.id())
-                .filter(|(_, c)| c.state == session.state() && c.last_seq == session.last_seq());
-            let (id, entry) = match cached {
-                Some(hit) => hit,
-                None => {
-                    // The key comes from the entry itself, so it always describes
-                    // the bytes (the session may move on while this runs).
-                    let entry = session.entry();
-                    let fresh = CachedEntry {
-                        state: entry.state,
-                        last_seq: entry.last_seq,
-                        json: Arc::from(serde_json::to_vec(&entry)?),
-                    };
-                    (entry.id, fresh)
-                }
+            if let Some(cached) = self.by_id.get_mut(session.id())
+                && cached.state == session.state()
+                && cached.last_seq == session.last_seq()
+            {
+                cached.round = round;
+                out.push(Arc::clone(&cached.json));
+                continue;
+            }
+            // The key comes from the entry itself, so it always describes the bytes
+            // (the session may move on while this runs).
+            let entry = session.entry();
+            let json: Arc<[u8]> = Arc::from(serde_json::to_vec(&entry)?);
+            out.push(Arc::clone(&json));
+            let fresh = CachedEntry {
+                state: entry.state,
+                last_seq: entry.last_seq,
+                json,
+                round,
             };
-            out.push(Arc::clone(&entry.json));
-            kept.insert(id, entry);
+            self.by_id.insert(entry.id, fresh);
         }
-        self.by_id = kept;
+        if self.by_id.len() > live.len() {
+            self.by_id.retain(|_, cached| cached.round == round);
+        }
         Ok(out)
     }
 }
