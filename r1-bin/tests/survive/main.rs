@@ -11,3 +11,4 @@ mod diskfull;
 mod foreign_user;
 mod soak;
 mod stall;
+mod starts;

@@ -12,14 +12,15 @@
 //!   [`ErrorKind::Closed`] naming which.
 
 use std::fs::File;
-use std::io::BufRead;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::record::{LineError, MAX_LINE_BYTES, RawRecord, parse_line, parse_prefix};
+use super::record::{
+    CheckedLine, LineError, MAX_LINE_BYTES, RawRecord, check_line, parse_line, parse_prefix,
+};
 use super::recover::{self, Damage};
 use crate::error::{Error, ErrorKind, Result};
 use crate::paths::{OpenMode, open_private};
@@ -305,15 +306,66 @@ pub(crate) fn seq_reason(expected: u64, found: u64) -> String {
     }
 }
 
-/// Index of the first `\n` in `hay`. Goes through `BufRead::skip_until`, which uses
-/// the platform `memchr`: scanning is the hot loop of every full read.
+/// Index of the first `\n` in `hay` (the `memchr` crate's vectorised search:
+/// scanning is the hot loop of every full read).
 pub(crate) fn find_newline(hay: &[u8]) -> Option<usize> {
-    let mut r: &[u8] = hay;
-    match r.skip_until(b'\n') {
-        Ok(n) if n > 0 && hay.get(n - 1) == Some(&b'\n') => Some(n - 1),
-        _ => None,
+    memchr::memchr(b'\n', hay)
+}
+
+/// How [`walk_verified`] ended.
+#[derive(Debug)]
+pub(crate) enum WalkEnd {
+    /// Every complete line verified (an incomplete last line is pending, as for
+    /// [`Reader::next_record`]).
+    Intact,
+    /// The first bad line, as [`Reader::next_record`] would name it.
+    Damaged(Damage),
+}
+
+/// Visits every record of `file` in order, verified exactly as [`Reader::next_record`]
+/// verifies them (prefix, CRC, shape, seqs contiguous from 1), and stops at the
+/// first bad line. No line is copied: this is the scan a restart runs over every
+/// journal. `size_hint` (the file's size) sizes the read buffer.
+pub(crate) fn walk_verified(
+    file: &File,
+    size_hint: u64,
+    mut visit: impl FnMut(&CheckedLine<'_>),
+) -> std::io::Result<WalkEnd> {
+    // One read for a typical journal, at most 1 MiB at a time for a large one.
+    let chunk =
+        usize::try_from(size_hint.saturating_add(1)).map_or(WALK_CHUNK, |n| n.min(WALK_CHUNK));
+    let mut scanner = LineScanner::new(0, chunk);
+    let mut prev_seq = 0u64;
+    let mut line_no = 0u64;
+    loop {
+        line_no += 1;
+        let (offset, reason) = match scanner.next(file)? {
+            Next::Line { offset, line } => match check_line(line) {
+                Ok(checked) if checked.seq == prev_seq + 1 => {
+                    prev_seq = checked.seq;
+                    visit(&checked);
+                    continue;
+                }
+                Ok(checked) => (offset, seq_reason(prev_seq + 1, checked.seq)),
+                Err(e) => (offset, recover::line_error_reason(&e)),
+            },
+            Next::TooLong { offset, .. } => {
+                (offset, recover::line_error_reason(&LineError::TooLong))
+            }
+            Next::Pending { .. } | Next::Eof => {
+                return Ok(WalkEnd::Intact);
+            }
+        };
+        return Ok(WalkEnd::Damaged(Damage {
+            line: line_no,
+            offset,
+            reason,
+        }));
     }
 }
+
+/// Largest read [`walk_verified`] makes.
+const WALK_CHUNK: usize = 1 << 20;
 
 /// Reads at `offset` until `buf` is full or EOF; returns the bytes read.
 pub(crate) fn read_at_full(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
@@ -390,7 +442,10 @@ pub(crate) enum Next<'a> {
 /// Splits a file into lines with `pread`, keeping a buffer that grows to the longest
 /// line seen (up to [`MAX_LINE_BYTES`]). Shared by the reader, verify and recovery.
 pub(crate) struct LineScanner {
+    /// `buf[..filled]` holds file bytes; the rest is room for the next read, kept
+    /// between reads so it is zeroed once, not before every `pread`.
     buf: Vec<u8>,
+    filled: usize,
     /// File offset of `buf[0]`.
     buf_off: u64,
     /// Index in `buf` of the next line's first byte.
@@ -405,6 +460,7 @@ impl LineScanner {
     pub(crate) fn new(offset: u64, chunk: usize) -> LineScanner {
         LineScanner {
             buf: Vec::new(),
+            filled: 0,
             buf_off: offset,
             start: 0,
             searched: 0,
@@ -419,11 +475,11 @@ impl LineScanner {
 
     /// Moves to `offset`, keeping buffered bytes when they cover it.
     pub(crate) fn set_pos(&mut self, offset: u64) {
-        let end = self.buf_off + self.buf.len() as u64;
+        let end = self.buf_off + self.filled as u64;
         if offset >= self.buf_off && offset <= end {
             self.start = (offset - self.buf_off) as usize;
         } else {
-            self.buf.clear();
+            self.filled = 0;
             self.buf_off = offset;
             self.start = 0;
         }
@@ -433,8 +489,8 @@ impl LineScanner {
     /// The next line, reading more of the file as needed.
     pub(crate) fn next(&mut self, file: &File) -> std::io::Result<Next<'_>> {
         loop {
-            let avail = self.buf.len() - self.start;
-            if let Some(k) = find_newline(&self.buf[self.start + self.searched..]) {
+            let avail = self.filled - self.start;
+            if let Some(k) = find_newline(&self.buf[self.start + self.searched..self.filled]) {
                 let s = self.start;
                 let e = s + self.searched + k;
                 self.start = e + 1;
@@ -455,31 +511,28 @@ impl LineScanner {
             if avail > MAX_LINE_BYTES {
                 return self.skip_long_line(file);
             }
-            // Drop consumed bytes before reading more, so the buffer holds one line
-            // plus one chunk at most.
+            // Move the unfinished line to the front before reading more, so the
+            // buffer holds one line plus one chunk at most.
             if self.start > 0 {
-                self.buf.drain(..self.start);
+                self.buf.copy_within(self.start..self.filled, 0);
+                self.filled = avail;
                 self.buf_off += self.start as u64;
                 self.start = 0;
             }
             let want = self.chunk.max(avail);
-            let old = self.buf.len();
-            self.buf.resize(old + want, 0);
-            let read = read_at_full(file, &mut self.buf[old..], self.buf_off + old as u64);
-            let n = match read {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e);
-                }
-            };
-            self.buf.truncate(old + n);
+            if self.buf.len() < self.filled + want {
+                self.buf.resize(self.filled + want, 0);
+            }
+            let at = self.buf_off + self.filled as u64;
+            let room = &mut self.buf[self.filled..self.filled + want];
+            let n = read_at_full(file, room, at)?;
+            self.filled += n;
             if n == 0 {
                 // Forget the incomplete bytes: the line may be completed, or cut by
                 // a recovery, before we look again.
-                let len = self.buf.len() as u64;
+                let len = self.filled as u64;
                 let offset = self.buf_off;
-                self.buf.clear();
+                self.filled = 0;
                 self.searched = 0;
                 return Ok(if len == 0 {
                     Next::Eof
@@ -493,8 +546,8 @@ impl LineScanner {
     /// Discards an over-long line without buffering it whole.
     fn skip_long_line(&mut self, file: &File) -> std::io::Result<Next<'static>> {
         let offset = self.buf_off + self.start as u64;
-        let mut at = self.buf_off + self.buf.len() as u64;
-        self.buf.clear();
+        let mut at = self.buf_off + self.filled as u64;
+        self.filled = 0;
         self.start = 0;
         self.searched = 0;
         let mut chunk = vec![0u8; self.chunk];

@@ -227,45 +227,116 @@ pub fn encode_line(
 
 /// Parses the fixed prefix of `line` (no trailing newline): `(v, seq, crc, body_start)`.
 pub fn parse_prefix(line: &[u8]) -> Result<(u64, u64, u32, usize), LineError> {
-    let rest = line.strip_prefix(b"{\"v\":").ok_or(LineError::BadPrefix)?;
-    let (v, used_v) = parse_decimal(rest).ok_or(LineError::BadPrefix)?;
-    let rest = rest[used_v..]
-        .strip_prefix(b",\"seq\":")
-        .ok_or(LineError::BadPrefix)?;
-    let (seq, used_s) = parse_decimal(rest).ok_or(LineError::BadPrefix)?;
-    let rest = rest[used_s..]
-        .strip_prefix(b",\"crc\":\"")
-        .ok_or(LineError::BadPrefix)?;
-    if rest.len() < 10 {
-        return Err(LineError::BadPrefix);
+    // `?` on Options, not `ok_or(LineError::…)`: that builds (and drops) an error
+    // value on every good line, and every journal line passes here.
+    let parsed = (|| {
+        let rest = line.strip_prefix(b"{\"v\":")?;
+        let (v, used_v) = parse_decimal(rest)?;
+        let rest = rest[used_v..].strip_prefix(b",\"seq\":")?;
+        let (seq, used_s) = parse_decimal(rest)?;
+        let rest = rest[used_s..].strip_prefix(b",\"crc\":\"")?;
+        if rest.len() < 10 || &rest[8..10] != b"\"," {
+            return None;
+        }
+        let crc = parse_crc_hex(&rest[..8])?;
+        let body_start = line.len() - (rest.len() - 10);
+        Some((v, seq, crc, body_start))
+    })();
+    match parsed {
+        Some(prefix) => Ok(prefix),
+        None => Err(LineError::BadPrefix),
     }
-    let hex = &rest[..8];
-    if !hex
-        .iter()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-    {
-        return Err(LineError::BadPrefix);
-    }
-    if &rest[8..10] != b"\"," {
-        return Err(LineError::BadPrefix);
-    }
-    let crc_text = std::str::from_utf8(hex).map_err(|_| LineError::BadPrefix)?;
-    let crc = u32::from_str_radix(crc_text, 16).map_err(|_| LineError::BadPrefix)?;
-    let body_start = line.len() - (rest.len() - 10);
-    Ok((v, seq, crc, body_start))
 }
 
+/// Eight lowercase hex digits as a `u32` (uppercase is refused: the prefix is fixed).
+fn parse_crc_hex(hex: &[u8]) -> Option<u32> {
+    hex.iter().try_fold(0u32, |acc, &b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        Some((acc << 4) | u32::from(digit))
+    })
+}
+
+/// A JSON natural number at the start of `b` (1 to 20 digits, no leading zero) that
+/// fits a `u64`, and how many bytes it took. Every journal line passes here twice,
+/// so the digits are folded directly rather than through `str::parse`.
 fn parse_decimal(b: &[u8]) -> Option<(u64, usize)> {
     let n = b.iter().take_while(|c| c.is_ascii_digit()).count();
     if n == 0 || n > 20 || (n > 1 && b[0] == b'0') {
         return None;
     }
-    let s = std::str::from_utf8(&b[..n]).ok()?;
-    Some((s.parse().ok()?, n))
+    let value = b[..n].iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    Some((value, n))
+}
+
+/// A line that passed [`check_line`], borrowed from the bytes it was read from (for
+/// scans over whole journals that need no [`RawRecord`] per line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CheckedLine<'a> {
+    /// The record's seq.
+    pub seq: u64,
+    /// The whole line without its newline.
+    pub text: &'a str,
+    /// Where the body starts in `text`.
+    pub body_start: usize,
+    /// The record's kind.
+    pub kind: std::borrow::Cow<'a, str>,
+    /// The `data` value's text, when the body has the layout [`encode_line`] writes.
+    pub data: Option<&'a str>,
+}
+
+impl CheckedLine<'_> {
+    /// The shared, owned form of this line.
+    pub(crate) fn to_raw(&self) -> RawRecord {
+        RawRecord {
+            seq: self.seq,
+            line: Arc::from(self.text),
+            body_start: self.body_start,
+        }
+    }
+}
+
+/// The pieces of a body with exactly the layout [`encode_line`] writes:
+/// `"at":"…","kind":"…","data":<value>}` where the `at` and `kind` strings hold no
+/// quote, backslash or control character: `(kind, data)`. `None` for anything else
+/// (escapes, other key orders, whitespace, missing or extra keys …), which then goes
+/// through the full serde check.
+///
+/// For a body of this layout (in a line that is valid UTF-8 behind a well-formed
+/// prefix), the record shape check below accepts the line exactly when `data` is one
+/// JSON value: the keys are the six record fields once each, and `at` and `kind` are
+/// strings with nothing to unescape. `data` is checked by serde_json's own value
+/// skipper, the same code the full check runs on it (`IgnoredAny`), so the fast path
+/// never accepts a line the full check refuses (the differential tests in this
+/// module and in `reader_tests.rs` hold it to that).
+fn canonical_body(body: &str) -> Option<(&str, &str)> {
+    fn plain_string(s: &str) -> Option<(&str, &str)> {
+        let end = s
+            .bytes()
+            .position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
+        (s.as_bytes()[end] == b'"').then(|| (&s[..end], &s[end + 1..]))
+    }
+    let rest = body.strip_prefix("\"at\":\"")?;
+    let (_at, rest) = plain_string(rest)?;
+    let rest = rest.strip_prefix(",\"kind\":\"")?;
+    let (kind, rest) = plain_string(rest)?;
+    let data = rest.strip_prefix(",\"data\":")?.strip_suffix('}')?;
+    serde_json::from_str::<serde::de::IgnoredAny>(data).ok()?;
+    Some((kind, data))
 }
 
 /// Verifies one line (without its `\n`): prefix, version, CRC, UTF-8 and JSON shape.
 pub fn parse_line(line: &[u8]) -> Result<RawRecord, LineError> {
+    check_line(line).map(|checked| checked.to_raw())
+}
+
+/// [`parse_line`] without copying the line: the checks are the same.
+pub(crate) fn check_line(line: &[u8]) -> Result<CheckedLine<'_>, LineError> {
     if line.len() > MAX_LINE_BYTES {
         return Err(LineError::TooLong);
     }
@@ -288,6 +359,28 @@ pub fn parse_line(line: &[u8]) -> Result<RawRecord, LineError> {
         });
     }
     let text = std::str::from_utf8(line).map_err(|e| LineError::BadBody(e.to_string()))?;
+    // The prefix is ASCII, so `body_start` is a char boundary.
+    if let Some((kind, data)) = text.get(body_start..).and_then(canonical_body) {
+        return Ok(CheckedLine {
+            seq,
+            text,
+            body_start,
+            kind: std::borrow::Cow::Borrowed(kind),
+            data: Some(data),
+        });
+    }
+    let kind = full_shape_check(text)?;
+    Ok(CheckedLine {
+        seq,
+        text,
+        body_start,
+        kind,
+        data: None,
+    })
+}
+
+/// The record shape check by serde, for any line: returns the kind.
+fn full_shape_check(text: &str) -> Result<std::borrow::Cow<'_, str>, LineError> {
     // The CRC matched, so these bytes are what a writer produced; still check the
     // shape so a hand-made line with a correct crc cannot smuggle in garbage.
     // Every field of a record is named, so one that appears twice is refused: a
@@ -308,12 +401,9 @@ pub fn parse_line(line: &[u8]) -> Result<RawRecord, LineError> {
         #[serde(default)]
         data: Option<serde::de::IgnoredAny>,
     }
-    serde_json::from_str::<Shape<'_>>(text).map_err(|e| LineError::BadBody(e.to_string()))?;
-    Ok(RawRecord {
-        seq,
-        line: Arc::from(text),
-        body_start,
-    })
+    serde_json::from_str::<Shape<'_>>(text)
+        .map(|shape| shape.kind)
+        .map_err(|e| LineError::BadBody(e.to_string()))
 }
 
 #[cfg(test)]
@@ -439,6 +529,207 @@ mod tests {
                 supported: 1,
             }) => {}
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// The checks `parse_line` made before the layout short cut, kept as the
+    /// reference the short cut is held to: prefix, version, CRC, UTF-8, then the
+    /// serde shape pass over the whole line.
+    fn reference_check(line: &[u8]) -> Result<(u64, String), LineError> {
+        if line.len() > MAX_LINE_BYTES {
+            return Err(LineError::TooLong);
+        }
+        let (v, seq, crc, body_start) = parse_prefix(line)?;
+        if v > JOURNAL_VERSION {
+            return Err(LineError::NewerVersion {
+                found: v,
+                supported: JOURNAL_VERSION,
+            });
+        }
+        if v != JOURNAL_VERSION {
+            return Err(LineError::BadPrefix);
+        }
+        let computed = crc32c::crc32c(&line[body_start..]);
+        if computed != crc {
+            return Err(LineError::CrcMismatch {
+                stored: format!("{crc:08x}"),
+                computed: format!("{computed:08x}"),
+            });
+        }
+        let text = std::str::from_utf8(line).map_err(|e| LineError::BadBody(e.to_string()))?;
+        Ok((seq, full_shape_check(text)?.into_owned()))
+    }
+
+    /// `body` behind a prefix whose CRC matches it, so the shape checks decide.
+    fn with_good_crc(seq: u64, body: &[u8]) -> Vec<u8> {
+        let crc = crc32c::crc32c(body);
+        let mut line = format!("{{\"v\":1,\"seq\":{seq},\"crc\":\"{crc:08x}\",").into_bytes();
+        line.extend_from_slice(body);
+        line
+    }
+
+    fn assert_same_verdict(line: &[u8]) {
+        let fast = check_line(line).map(|c| (c.seq, c.kind.into_owned()));
+        let reference = reference_check(line);
+        assert_eq!(
+            fast,
+            reference,
+            "verdicts differ for {}",
+            String::from_utf8_lossy(line)
+        );
+        // And the shared form agrees with the borrowed one.
+        if let Ok(raw) = parse_line(line) {
+            assert_eq!(raw.line().as_bytes(), line);
+            assert_eq!(Some(raw.seq), fast.as_ref().ok().map(|f| f.0));
+        }
+    }
+
+    /// Bodies at the edge of the layout the short cut recognises: each is decided
+    /// exactly as the full serde pass decides it.
+    #[test]
+    fn layout_short_cut_agrees_with_the_full_check_on_edge_cases() {
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        let bodies: Vec<String> = vec![
+            r#""at":"t","kind":"k","data":{}}"#.into(),
+            r#""at":"t","kind":"k","data":null}"#.into(),
+            r#""at":"t","kind":"k","data":nul}"#.into(),
+            r#""at":"t","kind":"k","data": 1 }"#.into(),
+            r#""at":"t","kind":"k","data":1}  "#.into(),
+            r#""at":"t","kind":"k","data":1}x"#.into(),
+            r#""at":"t","kind":"k","data":{}"#.into(),
+            r#""at":"t","kind":"k","data":}"#.into(),
+            r#""at":"t","kind":"k","data":1,"seq":2}"#.into(),
+            r#""at":"t","kind":"k","data":{},"data":{}}"#.into(),
+            r#""at":"t","kind":"k","data":{"a":1}},"x":{"b":2}"#.into(),
+            r#""at":"t","kind":"k","data":"\ud800"}"#.into(),
+            r#""at":"t","kind":"k","data":"\u00e9\n"}"#.into(),
+            r#""at":"t","kind":"k","data":[1,]}"#.into(),
+            r#""at":"t","kind":"k","data":01}"#.into(),
+            r#""at":"t","kind":"k","data":1e999}"#.into(),
+            r#""at":"t","kind":"k"}"#.into(),
+            r#""at":"t","kind":"k","extra":1,"data":2}"#.into(),
+            r#""kind":"k","at":"t","data":2}"#.into(),
+            r#""at":"t","kind":"k\"q","data":2}"#.into(),
+            r#""at":"t\\","kind":"k","data":2}"#.into(),
+            r#""at":5,"kind":"k","data":2}"#.into(),
+            r#""at":"t","kind":null,"data":2}"#.into(),
+            "\"at\":\"t\u{1}\",\"kind\":\"k\",\"data\":2}".into(),
+            "\"at\":\"t\",\"kind\":\"k\t\",\"data\":2}".into(),
+            "\"at\":\"t\",\"kind\":\"é\",\"data\":\"\u{7f}\"}".into(),
+            "\"at\":\"t\",\"kind\":\"k\",\"data\":\"a\u{1f}b\"}".into(),
+            format!(r#""at":"t","kind":"k","data":{deep}}}"#),
+            format!(r#""at":"t","kind":"k","data":{}}}"#, "[".repeat(300)),
+        ];
+        for body in &bodies {
+            assert_same_verdict(&with_good_crc(9, body.as_bytes()));
+        }
+        // Bytes that are not UTF-8, inside and outside the strings.
+        let not_utf8: [&[u8]; 2] = [
+            b"\"at\":\"t\",\"kind\":\"\xff\",\"data\":1}",
+            b"\"at\":\"t\",\"kind\":\"k\",\"data\":\"\xc3\"}",
+        ];
+        for body in not_utf8 {
+            assert_same_verdict(&with_good_crc(9, body));
+        }
+    }
+
+    /// JSON-ish pieces for mutating bodies where the layout is decided.
+    const PIECES: &[&str] = &[
+        "}",
+        "{",
+        "[",
+        "]",
+        "\"",
+        "\\",
+        ",",
+        ":",
+        " ",
+        "\n",
+        "\t",
+        "\u{0}",
+        "\u{1f}",
+        "null",
+        "1",
+        "-0",
+        "1.5e3",
+        "\"data\":",
+        "\"kind\":\"x\"",
+        ",\"seq\":3",
+        "\\u0041",
+        "\\ud800",
+        "é",
+        "\u{7f}",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Differential test: lines r1 writes, then mutated (pieces inserted, bytes
+        /// replaced or removed, cut short) and given a matching CRC so the shape
+        /// checks decide: the short cut and the full serde pass agree on each.
+        #[test]
+        fn layout_short_cut_rejects_exactly_what_the_full_check_rejects(
+            kind in proptest::prop_oneof![
+                proptest::prelude::Just("session.delta".to_owned()),
+                proptest::prelude::Just("tool.end".to_owned()),
+                "[a-z.\"\\\\é\u{1}]{0,8}",
+            ],
+            text in "[a-z\"\\\\{}\\[\\],:é\u{1}]{0,12}",
+            edits in proptest::collection::vec(
+                (0usize..1000, 0usize..PIECES.len(), 0u8..4, proptest::num::u8::ANY),
+                0..4,
+            ),
+        ) {
+            let data = json!({"stream": "stdout", "text": text, "n": [1, {"k": null}]});
+            let line = encode_line(5, "2026-05-02T18:30:00.123Z", &kind, &data).unwrap();
+            let (_, _, _, body_start) = parse_prefix(line.as_bytes()).unwrap();
+            let mut body = line.trim_end_matches('\n').as_bytes()[body_start..].to_vec();
+            for (at, piece, op, byte) in edits {
+                let at = at % (body.len() + 1);
+                match op {
+                    0 => {
+                        body.splice(at..at, PIECES[piece].bytes());
+                    }
+                    1 if at < body.len() => body[at] = byte,
+                    2 if at < body.len() => {
+                        body.remove(at);
+                    }
+                    _ => body.truncate(at),
+                }
+            }
+            let mutated = with_good_crc(5, &body);
+            let fast = check_line(&mutated).map(|c| (c.seq, c.kind.into_owned()));
+            proptest::prop_assert_eq!(fast, reference_check(&mutated));
+        }
+
+        /// The prefix numbers read digit by digit agree with `str::parse`.
+        #[test]
+        fn prefix_numbers_agree_with_str_parse(digits in "[0-9]{0,22}[,x]?") {
+            let reference = (|| {
+                let b = digits.as_bytes();
+                let n = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                if n == 0 || n > 20 || (n > 1 && b[0] == b'0') {
+                    return None;
+                }
+                Some((std::str::from_utf8(&b[..n]).ok()?.parse::<u64>().ok()?, n))
+            })();
+            proptest::prop_assert_eq!(parse_decimal(digits.as_bytes()), reference);
+        }
+
+        #[test]
+        fn crc_hex_agrees_with_from_str_radix(hex in "[0-9a-fA-FgG ]{8}") {
+            let lowercase_hex = hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            let reference = if lowercase_hex {
+                u32::from_str_radix(&hex, 16).ok()
+            } else {
+                None
+            };
+            proptest::prop_assert_eq!(parse_crc_hex(hex.as_bytes()), reference);
         }
     }
 

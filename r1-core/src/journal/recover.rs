@@ -472,7 +472,7 @@ fn last_repaired_epoch(file: &File, end: u64) -> std::io::Result<Option<String>>
     const PAT: &[u8] = br#""kind":"journal.repaired""#;
     const CHUNK: u64 = 256 * 1024;
     let overlap = PAT.len() as u64 - 1;
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(end.min(CHUNK + overlap) as usize);
     let mut hi = end;
     while hi > 0 {
         let lo = hi.saturating_sub(CHUNK);
@@ -523,25 +523,19 @@ fn repaired_epoch_at(file: &File, abs: u64, end: u64) -> std::io::Result<Option<
     Ok(data_epoch(&raw))
 }
 
-/// Every start index of `pat` in `hay` (Boyer–Moore–Horspool: skips most bytes, so
-/// searching a whole journal costs far less than reading its lines).
+/// Every start index of `pat` in `hay`, overlapping ones included (the `memchr`
+/// crate's vectorised substring search: searching a whole journal costs far less
+/// than reading its lines).
 fn find_all(hay: &[u8], pat: &[u8]) -> Vec<usize> {
-    let m = pat.len();
     let mut out = Vec::new();
-    let Some(&last) = pat.last() else {
+    if pat.is_empty() {
         return out;
-    };
-    let mut skip = [m; 256];
-    for (i, &b) in pat[..m - 1].iter().enumerate() {
-        skip[b as usize] = m - 1 - i;
     }
-    let mut i = 0;
-    while i + m <= hay.len() {
-        let b = hay[i + m - 1];
-        if b == last && &hay[i..i + m] == pat {
-            out.push(i);
-        }
-        i += skip[b as usize];
+    let finder = memchr::memmem::Finder::new(pat);
+    let mut from = 0;
+    while let Some(k) = hay.get(from..).and_then(|rest| finder.find(rest)) {
+        out.push(from + k);
+        from += k + 1;
     }
     out
 }

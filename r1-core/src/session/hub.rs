@@ -283,7 +283,7 @@ pub struct Hub {
     home_canonical: PathBuf,
     sessions: Mutex<BTreeMap<String, Arc<Session>>>,
     tombstones: Mutex<index::Tombstones>,
-    index_lock: tokio::sync::Mutex<()>,
+    index_commits: index::IndexCommits,
     bus: Arc<Journal>,
     reloaded: Option<Value>,
 }
@@ -367,7 +367,7 @@ impl Hub {
             home_canonical,
             sessions: Mutex::new(sessions),
             tombstones: Mutex::new(tombstones),
-            index_lock: tokio::sync::Mutex::new(()),
+            index_commits: index::IndexCommits::default(),
             bus,
             reloaded,
         };
@@ -548,12 +548,19 @@ impl Hub {
         let journal = tokio::task::spawn_blocking(move || -> Result<Arc<Journal>> {
             let dir = home.session_dir(&id2);
             paths::ensure_private_dir(&dir)?;
-            let made =
-                Journal::create(&jp, &epoch2, "session.created", &created, writer).and_then(|j| {
-                    paths::fsync_dir(&dir)?;
-                    paths::fsync_dir(&home.sessions_dir())?;
-                    Ok(j)
+            // DESIGN §5: the journal, its directory and `sessions/` are fsync'd.
+            // `Journal::create` syncs the first two; the new directory's entry in
+            // `sessions/` is synced at the same time (all three must be on disk
+            // before the index names the session, in no particular order).
+            let made = std::thread::scope(|scope| {
+                let sessions_dir = home.sessions_dir();
+                let entry_synced = scope.spawn(move || paths::fsync_dir(&sessions_dir));
+                let made = Journal::create(&jp, &epoch2, "session.created", &created, writer);
+                let synced = entry_synced.join().unwrap_or_else(|_| {
+                    Err(Error::internal("the sessions/ fsync thread panicked"))
                 });
+                made.and_then(|j| synced.map(|()| j))
+            });
             if made.is_err() {
                 // A failed create (disk full …) leaves no session directory behind
                 // (the journal file is already gone, so the directory is empty).
@@ -591,12 +598,16 @@ impl Hub {
         });
         self.map().insert(id.clone(), Arc::clone(&session));
         self.spawn_driver(&session, drv);
-        self.store_index().await?;
-        self.bus_event(
-            "session.created",
-            json!({"session_id": id, "workdir": workdir, "driver": driver, "name": params.name}),
-        )
-        .await;
+        // The session is durable once its journal is (above) and the index names it;
+        // the bus record's fsync overlaps the index's.
+        let (stored, ()) = tokio::join!(
+            self.store_index(),
+            self.bus_event(
+                "session.created",
+                json!({"session_id": id, "workdir": workdir, "driver": driver, "name": params.name}),
+            )
+        );
+        stored?;
         tracing::info!(session_id = %id, workdir = %workdir.display(), driver = %driver, "session started");
         Ok(json!({
             "session_id": id,
@@ -1027,14 +1038,26 @@ impl Hub {
         index::store_parts(&self.cfg.home.index_path(), &tombstones, &live)
     }
 
-    /// Rewrites `sessions-index.json` (atomically, serialised).
+    /// Rewrites `sessions-index.json` (atomically) so that it holds every change made
+    /// before this call. Concurrent callers share one rewrite (group commit), and
+    /// unchanged live entries are not encoded again.
     pub async fn store_index(&self) -> Result<()> {
-        let _g = self.index_lock.lock().await;
-        let (tombstones, live) = self.index_entries();
+        let ticket = self.index_commits.announce();
+        let Some(mut turn) = self.index_commits.turn(ticket).await else {
+            return Ok(());
+        };
+        let tombstones = self
+            .tombstones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let live = turn.cache().encode_all(&self.all())?;
         let path = self.cfg.home.index_path();
-        tokio::task::spawn_blocking(move || index::store_parts(&path, &tombstones, &live))
+        tokio::task::spawn_blocking(move || index::store_encoded(&path, &tombstones, &live))
             .await
-            .map_err(|e| Error::internal(format!("index task failed: {e}")))?
+            .map_err(|e| Error::internal(format!("index task failed: {e}")))??;
+        turn.written();
+        Ok(())
     }
 
     /// The epoch history of a session's journal: for a client holding `epoch`, the
@@ -1153,6 +1176,24 @@ fn open_bus(home: &Home, writer: &WriterOptions) -> Result<Arc<Journal>> {
         &json!({"version": crate::VERSION}),
         writer.clone(),
     )
+}
+
+impl index::LiveEntry for Arc<Session> {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn state(&self) -> SessionState {
+        Session::state(self)
+    }
+
+    fn last_seq(&self) -> u64 {
+        Session::last_seq(self)
+    }
+
+    fn entry(&self) -> IndexEntry {
+        self.index_entry()
+    }
 }
 
 /// Reopens one session from its index entry (daemon start).
@@ -1285,10 +1326,10 @@ fn scan_for_reattach(
     last_seq: u64,
     track_inputs: bool,
 ) -> Result<(bool, BTreeMap<u64, Option<i32>>)> {
-    let mut reader = Reader::open(path)?;
     let mut lanes: BTreeMap<u64, Option<i32>> = BTreeMap::new();
     if clean {
         // Only the last record matters: seek straight to it.
+        let mut reader = Reader::open(path)?;
         reader.seek(last_seq.saturating_sub(1))?;
         let mut last = None;
         while let Some(r) = reader.next_record()? {
@@ -1299,37 +1340,82 @@ fn scan_for_reattach(
             .is_some_and(|k| k == "session.ended");
         return Ok((ended, lanes));
     }
-    // Only the lane records are parsed; every other kind is read off the line (a
-    // crashed daemon's restart scans every journal whole).
+    // A crashed daemon's restart reads every journal whole: walk the lines in place
+    // (verified as a reader verifies them, nothing copied) and parse only the lane
+    // records' data.
+    let file = paths::open_private(path, paths::OpenMode::Read)?;
+    let size = file
+        .metadata()
+        .map_err(|e| Error::io("cannot fstat", path, e))?
+        .len();
     let mut ended = false;
-    while let Some(rec) = reader.next_record()? {
-        let Some(kind) = rec.kind_ref() else { continue };
+    let walked = journal::reader::walk_verified(&file, size, |rec| {
+        let kind = rec.kind.as_ref();
         ended = kind == "session.ended";
-        match kind.as_ref() {
+        match kind {
             "user.input" if track_inputs => {
                 lanes.insert(rec.seq, None);
             }
             "tool.start" => {
-                let Ok(r) = rec.to_record() else { continue };
-                if let Some(l) = r.data.get("lane_id").and_then(Value::as_u64) {
-                    let pgid = r
-                        .data
-                        .get("pgid")
-                        .and_then(Value::as_i64)
-                        .and_then(|p| i32::try_from(p).ok());
-                    lanes.insert(l, pgid);
+                if let Some((lane, pgid)) = lane_fields(rec) {
+                    lanes.insert(lane, pgid);
                 }
             }
             "tool.end" => {
-                let Ok(r) = rec.to_record() else { continue };
-                if let Some(l) = r.data.get("lane_id").and_then(Value::as_u64) {
-                    lanes.remove(&l);
+                if let Some((lane, _)) = lane_fields(rec) {
+                    lanes.remove(&lane);
                 }
             }
             _ => {}
         }
+    })
+    .map_err(|e| Error::io("cannot read", path, e))?;
+    match walked {
+        journal::reader::WalkEnd::Intact => Ok((ended, lanes)),
+        journal::reader::WalkEnd::Damaged(damage) => Err(damage.to_error(path)),
     }
-    Ok((ended, lanes))
+}
+
+/// `data.lane_id` of a lane record and the `data.pgid` that fits an `i32`, read as
+/// `Value::as_u64` / `Value::as_i64` read them from the parsed `data`, without
+/// building the whole value when `data` is a plain object (the common case).
+fn lane_fields(rec: &journal::record::CheckedLine<'_>) -> Option<(u64, Option<i32>)> {
+    fn from_value(data: &Value) -> Option<(u64, Option<i32>)> {
+        let lane = data.get("lane_id").and_then(Value::as_u64)?;
+        let pgid = data
+            .get("pgid")
+            .and_then(Value::as_i64)
+            .and_then(|p| i32::try_from(p).ok());
+        Some((lane, pgid))
+    }
+    /// Only the two fields; a repeated one is an error here (where a `Value`
+    /// keeps the last), so any error falls back to the `Value`.
+    #[derive(serde::Deserialize)]
+    struct LaneFields {
+        #[serde(default)]
+        lane_id: Option<Value>,
+        #[serde(default)]
+        pgid: Option<Value>,
+    }
+    let Some(data) = rec.data else {
+        return from_value(&rec.to_raw().to_record().ok()?.data);
+    };
+    // A struct also deserializes from a JSON array: only objects take the short cut.
+    let is_object = data
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{');
+    match serde_json::from_str::<LaneFields>(data) {
+        Ok(fields) if is_object => {
+            let lane = fields.lane_id.as_ref().and_then(Value::as_u64)?;
+            let pgid = fields
+                .pgid
+                .as_ref()
+                .and_then(Value::as_i64)
+                .and_then(|p| i32::try_from(p).ok());
+            Some((lane, pgid))
+        }
+        _ => from_value(&serde_json::from_str::<Value>(data).ok()?),
+    }
 }
 
 /// Kills a process group left running by a daemon that died, but only if its leader
@@ -1360,3 +1446,60 @@ fn kill_surviving_group(pgid: i32, session_id: &str) {
 #[cfg(test)]
 #[path = "emit_tests.rs"]
 mod emit_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::record::{check_line, encode_line};
+
+    /// The restart scan's lane fields agree with reading them off the parsed `data`
+    /// (`Value::as_u64` / `as_i64`), whatever shape `data` has.
+    #[test]
+    fn lane_fields_agree_with_the_parsed_value() {
+        let datas = [
+            json!({"tool": "sh", "args": {"cmd": "x"}, "lane_id": 7, "pgid": 4242}),
+            json!({"lane_id": 7, "pgid": null}),
+            json!({"lane_id": 7}),
+            json!({"lane_id": 7, "pgid": 1u64 << 40}),
+            json!({"lane_id": 7, "pgid": -3}),
+            json!({"lane_id": 7, "pgid": "12"}),
+            json!({"lane_id": -7}),
+            json!({"lane_id": 7.0}),
+            json!({"lane_id": "7"}),
+            json!({"lane_id": null}),
+            json!({"pgid": 5}),
+            json!([7, 4242]),
+            json!(7),
+            json!(null),
+            json!({"lane_id": u64::MAX, "pgid": i64::from(i32::MIN)}),
+        ];
+        let mut lines: Vec<String> = datas
+            .iter()
+            .map(|d| encode_line(3, "2026-05-02T18:30:00.123Z", "tool.start", d).unwrap())
+            .collect();
+        // Not encode_line's layout (the slow path), and a repeated field (a `Value`
+        // keeps the last).
+        for body in [
+            r#""kind":"tool.start","at":"t","data":{"lane_id":9,"pgid":8}}"#,
+            r#""at":"t","kind":"tool.start","data":{"lane_id":1,"lane_id":2,"pgid":3,"pgid":4}}"#,
+            r#""at":"t","kind":"tool.start","data": [1,2]}"#,
+        ] {
+            let crc = crc32c::crc32c(body.as_bytes());
+            lines.push(format!(
+                "{{\"v\":1,\"seq\":3,\"crc\":\"{crc:08x}\",{body}\n"
+            ));
+        }
+        for line in &lines {
+            let rec = check_line(line.trim_end().as_bytes()).unwrap();
+            let data = rec.to_raw().to_record().unwrap().data;
+            let expected = data.get("lane_id").and_then(Value::as_u64).map(|lane| {
+                let pgid = data
+                    .get("pgid")
+                    .and_then(Value::as_i64)
+                    .and_then(|p| i32::try_from(p).ok());
+                (lane, pgid)
+            });
+            assert_eq!(lane_fields(&rec), expected, "{line}");
+        }
+    }
+}
