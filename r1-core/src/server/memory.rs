@@ -1,12 +1,15 @@
 //! Gives memory freed by departed connections back to the system.
 //!
 //! glibc keeps freed heap memory for reuse: only free space at the very top of a
-//! heap is returned on `free`, and a thousand closed WebSockets leave their freed
-//! buffers scattered between live allocations. The daemon's resident set then stays
-//! at its peak long after the peers left (the benchmark's row 10b: 44 MiB with
-//! 1,000 subscribers, still 44 MiB after they all left). `malloc_trim(0)` walks the
-//! arenas and hands every free page back (`MADV_DONTNEED`), which brings it back to
-//! the idle figure.
+//! heap is returned on `free`, and a thousand closed WebSockets (or deleted
+//! sessions) leave their freed memory scattered between live allocations. The
+//! daemon's resident set then stays at its peak long after the peers left (the
+//! benchmark's row 10: 44 MiB with 1,000 subscribers, 40 MiB after subscribers and
+//! sessions were all gone, against 16 MiB idle). `malloc_trim(0)` walks the arenas
+//! and hands every free page back (`MADV_DONTNEED`): 40 → 12 MiB there.
+//!
+//! Streaming connections (WebSocket and unix socket) ask for a release when they
+//! end.
 //!
 //! A trim costs a walk of every arena under its lock, so it is not done per
 //! connection: a close asks for one, and at most one runs per [`QUIET`] — after
