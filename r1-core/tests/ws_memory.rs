@@ -1,6 +1,6 @@
-//! What a WebSocket connection costs the daemon in memory (DESIGN §4 limits; the
-//! benchmark's row 10b budgets 20 KiB per subscriber): many open sockets must stay
-//! small, and the memory must come back when they leave.
+//! What a WebSocket connection costs the daemon (the benchmark's row 10b budgets
+//! 20 KiB per subscriber): many open sockets must stay small, in memory and in
+//! tasks, and the memory must come back when they leave.
 //!
 //! Its own test binary, with a single test, so nothing else in the process moves the
 //! resident set while it is measured.
@@ -91,7 +91,13 @@ async fn many_websockets_stay_small_and_give_their_memory_back() {
     wait_for_no_connections(&handle).await;
     settle().await;
 
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
     let before = rss_kb();
+    let tasks_before = tasks();
     let mut sockets = Vec::with_capacity(SOCKETS);
     for _ in 0..SOCKETS {
         sockets.push(open().await);
@@ -99,6 +105,14 @@ async fn many_websockets_stay_small_and_give_their_memory_back() {
     settle().await;
     let loaded = rss_kb();
     let per_socket_kb = loaded.saturating_sub(before) as f64 / SOCKETS as f64;
+    // One task per socket: a reader and a writer task each request woke both
+    // (tokio-tungstenite wakes every waiter when the socket turns readable) and
+    // cost a cross-thread hand-off per round trip.
+    let tasks_per_socket = tasks().saturating_sub(tasks_before) as f64 / SOCKETS as f64;
+    assert!(
+        tasks_per_socket < 1.1,
+        "{tasks_per_socket:.2} tasks per open websocket"
+    );
 
     for mut ws in sockets.drain(..) {
         let _ = ws.close(None).await;
