@@ -8,9 +8,9 @@
 #   scripts/fuzz-smoke.sh http_conn       # one target
 #   FUZZ_SECONDS=600 scripts/fuzz-smoke.sh rpc_dispatch
 #
-# Needs cargo-fuzz (`cargo install cargo-fuzz`). cargo-fuzz passes nightly-only
-# flags (-Zsanitizer=address, …); on a stable toolchain RUSTC_BOOTSTRAP=1 lets it
-# (set here). FUZZ_SANITIZER=none builds without AddressSanitizer (faster; for
+# Uses cargo-fuzz from PATH, or installs it once under target/tools. cargo-fuzz
+# passes nightly-only flags (-Zsanitizer=address, …); on a stable toolchain
+# RUSTC_BOOTSTRAP=1 lets it (set here). FUZZ_SANITIZER=none builds without AddressSanitizer (faster; for
 # toolchains whose sanitizer runtime is missing). New inputs the run finds go to a
 # temporary corpus, so the checked-in seeds stay as they are; to grow them, run
 # `cargo fuzz run <target> fuzz/corpus/<target>` and commit a few good ones.
@@ -31,9 +31,19 @@ fi
 export RUSTC_BOOTSTRAP=1
 export CARGO_TERM_COLOR=never
 
+# cargo-fuzz from PATH, else the copy this script installs under the repo
+# (target/tools, like the test command's venv and npm packages), pinned and locked.
+cargo_fuzz_version=0.13.2
 if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "fuzz smoke: cargo-fuzz is not installed (cargo install cargo-fuzz --locked)" >&2
-  exit 1
+  tools="$(cd .. && pwd)/target/tools"
+  export PATH="$tools/bin:$PATH"
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "fuzz smoke: installing cargo-fuzz $cargo_fuzz_version into target/tools (once)"
+    if ! cargo install --quiet --locked --root "$tools" cargo-fuzz --version "$cargo_fuzz_version"; then
+      echo "fuzz smoke: cannot install cargo-fuzz (cargo install cargo-fuzz --locked)" >&2
+      exit 1
+    fi
+  fi
 fi
 
 echo "fuzz smoke: building the targets (${opts[*]}; minutes the first time)"

@@ -35,3 +35,6 @@ bash scripts/test-browser.sh
 
 step "browser: loopback auth rules in headless chromium (same origin vs foreign origin)"
 bash scripts/test-browser-auth.sh
+
+step "fuzz: a short libFuzzer run of every target (cargo-fuzz, AddressSanitizer)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" bash scripts/fuzz-smoke.sh

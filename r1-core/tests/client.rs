@@ -1011,6 +1011,38 @@ fn blocking_client_and_subscription_close_from_another_thread() {
     rt.block_on(d.stop()).unwrap();
 }
 
+/// The CLI's client: the calling thread drives the connection, so a call, a
+/// subscription and a session's records all make progress with no worker thread,
+/// and a call from inside a runtime is refused instead of panicking.
+#[test]
+fn caller_thread_client_calls_and_follows_without_a_worker() {
+    let env = Env::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = rt.block_on(env.start());
+    let c = BlockingClient::dial_on_caller_thread(env.opts()).unwrap();
+    assert_eq!(c.info().unwrap().instance_id, d.instance_id());
+    let s = c.start(StartOptions::new(&env.work)).unwrap();
+    let sub = c.subscribe(&s.session_id, Some(0), None).unwrap();
+    c.cancel(&s.session_id, None).unwrap();
+    let kinds: Vec<String> = sub
+        .map(|i| match i.unwrap() {
+            SubEvent::Record(e) => e.kind,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("session.created"));
+    assert_eq!(kinds.last().map(String::as_str), Some("session.ended"));
+
+    let c2 = c.clone();
+    let err = rt.block_on(async move { c2.info() }).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidState);
+    assert!(err.to_string().contains("inside an async runtime"), "{err}");
+    // Still usable from a plain thread afterwards.
+    assert_eq!(c.info().unwrap().pid, std::process::id());
+    drop(c);
+    rt.block_on(d.stop()).unwrap();
+}
+
 // ---------------------------------------------------------------------------
 // WebSocket
 

@@ -51,7 +51,7 @@ impl Ctx {
             .spawn(may_spawn && !self.no_spawn)
             .timeout(self.timeout)
             .client_name("r1 ctl");
-        Ok(BlockingClient::dial(opts)?)
+        Ok(BlockingClient::dial_on_caller_thread(opts)?)
     }
 
     fn print_json(&self, v: &impl serde::Serialize) -> anyhow::Result<()> {

@@ -8,6 +8,8 @@
 //! that never panics wherever it is called from (a C thread, a `spawn_blocking`
 //! thread, even inside another runtime, where it blocks like any blocking call),
 //! and one `BlockingClient` can be shared between threads (`Send + Sync`).
+//! [`BlockingClient::dial_on_caller_thread`] instead drives a current-thread
+//! runtime from the calling thread, for short-lived programs such as the CLI.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,11 +31,17 @@ use crate::session::state::SessionState;
 
 /// Owns the runtime; shutting it down never blocks (it may be dropped anywhere,
 /// even inside another runtime, where a blocking shutdown would panic).
-struct Rt(Option<tokio::runtime::Runtime>);
+struct Rt {
+    rt: Option<tokio::runtime::Runtime>,
+    /// Calls run on the calling thread (a current-thread runtime) instead of on a
+    /// worker: no thread to start and no hand-off per call, which is most of a
+    /// short-lived CLI process's cost.
+    on_caller_thread: bool,
+}
 
 impl Drop for Rt {
     fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
+        if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
     }
@@ -46,13 +54,22 @@ impl Rt {
             .thread_name("r1-client")
             .enable_all()
             .build()
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Io,
-                    format!("cannot start the client runtime: {e}"),
-                )
-            })?;
-        Ok(Arc::new(Rt(Some(rt))))
+            .map_err(runtime_error)?;
+        Ok(Arc::new(Rt {
+            rt: Some(rt),
+            on_caller_thread: false,
+        }))
+    }
+
+    fn new_on_caller_thread() -> Result<Arc<Rt>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(runtime_error)?;
+        Ok(Arc::new(Rt {
+            rt: Some(rt),
+            on_caller_thread: true,
+        }))
     }
 
     /// Runs the future `make()` returns on this runtime and waits for its output.
@@ -63,15 +80,33 @@ impl Rt {
         T: Send + 'static,
     {
         let stopped = || Error::new(ErrorKind::Closed, "the client runtime has stopped");
-        let Some(rt) = &self.0 else {
+        let Some(rt) = &self.rt else {
             return Err(stopped());
         };
+        if self.on_caller_thread {
+            // `block_on` panics inside another runtime; say so instead.
+            if tokio::runtime::Handle::try_current().is_ok() {
+                return Err(Error::new(
+                    ErrorKind::InvalidState,
+                    "a caller-thread BlockingClient cannot be used from inside an async \
+                     runtime (use BlockingClient::dial, or the async Client)",
+                ));
+            }
+            return rt.block_on(make());
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         rt.spawn(async move {
             let _ = tx.send(make().await);
         });
         rx.recv().unwrap_or_else(|_| Err(stopped()))
     }
+}
+
+fn runtime_error(e: std::io::Error) -> Error {
+    Error::new(
+        ErrorKind::Io,
+        format!("cannot start the client runtime: {e}"),
+    )
 }
 
 /// A blocking, thread-safe [`Client`]. Cheap to clone (clones share the
@@ -101,6 +136,18 @@ impl BlockingClient {
     /// [`dial`] on a fresh runtime.
     pub fn dial(opts: DialOptions) -> Result<BlockingClient> {
         let rt = Rt::new()?;
+        let client = rt.run(move || dial(opts))?;
+        Ok(BlockingClient { client, rt })
+    }
+
+    /// [`dial`] on a fresh current-thread runtime driven by the calling thread:
+    /// the connection (and any subscription) makes progress only while a call on
+    /// this client is waiting. For short-lived single-threaded programs (the `r1`
+    /// CLI), where starting a worker thread and handing every call to it is most
+    /// of the cost. Calls made from inside an async runtime fail with
+    /// `InvalidParams` instead of blocking it.
+    pub fn dial_on_caller_thread(opts: DialOptions) -> Result<BlockingClient> {
+        let rt = Rt::new_on_caller_thread()?;
         let client = rt.run(move || dial(opts))?;
         Ok(BlockingClient { client, rt })
     }

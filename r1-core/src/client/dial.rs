@@ -225,20 +225,14 @@ pub(crate) async fn probe(
     client_name: Option<&str>,
     skip_instance: Option<&str>,
 ) -> Probe {
-    let h = home.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        let d = discovery::read(&h);
-        let alive = d
-            .as_ref()
-            .map(|d| discovery::pid_alive(d.pid))
-            .unwrap_or(false);
-        (d, alive)
-    })
-    .await;
-    let (read, alive) = match read {
-        Ok(r) => r,
-        Err(e) => return Probe::Fatal(Error::internal(format!("discovery read task failed: {e}"))),
-    };
+    // Read inline, not on the blocking pool: one open/fstat/read of a sub-KiB
+    // private file and a kill(pid, 0) cost microseconds, far less than starting a
+    // pool thread and handing over to it, which dominated `r1 ctl info`.
+    let read = discovery::read(home);
+    let alive = read
+        .as_ref()
+        .map(|d| discovery::pid_alive(d.pid))
+        .unwrap_or(false);
     let d = match read {
         Ok(d) => d,
         Err(e @ (discovery::Error::Missing { .. } | discovery::Error::Malformed { .. })) => {

@@ -1115,11 +1115,18 @@ impl EmitSink for SessionSink {
             let rec = append(&journal, &kind, data)
                 .await
                 .map_err(|e| session.pause_on_write_error(e))?;
-            let mut inner = session.inner();
-            if let Some(lane) = lane_end {
-                inner.open_lanes.remove(&lane);
+            {
+                let mut inner = session.inner();
+                if let Some(lane) = lane_end {
+                    inner.open_lanes.remove(&lane);
+                }
+                inner.last_activity = time_fmt::now_millis();
             }
-            inner.last_activity = time_fmt::now_millis();
+            // A driver emitting in a loop never waits on anything (the write is
+            // synchronous): without this it holds its worker for the whole loop, the
+            // subscribers' pumps it wakes cannot run on that worker meanwhile, they
+            // fall behind the live ring and re-read every record from disk.
+            tokio::task::coop::consume_budget().await;
             Ok(rec.seq)
         })
     }
@@ -1349,3 +1356,7 @@ fn kill_surviving_group(pgid: i32, session_id: &str) {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "emit_tests.rs"]
+mod emit_tests;

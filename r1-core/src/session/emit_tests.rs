@@ -1,0 +1,187 @@
+//! The driver emit path (`SessionSink`): order, seqs, lane records, scheduling.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::driver::{
+    BoxFuture, Control, DriverContext, DriverExit, DriverFactory, DriverSpec, SessionDriver,
+};
+
+/// Emits 1,000 `probe.tick` records in a tight loop per input, with a lane record and
+/// a delta in between, and notes when a task spawned before the loop first ran.
+#[derive(Default)]
+struct Probe {
+    /// 1-based index of the tick before which the spawned task had run (0: never).
+    other_task_ran_at: AtomicU64,
+    /// The seqs `emit` returned, in order.
+    seqs: std::sync::Mutex<Vec<u64>>,
+}
+
+struct ProbeFactory(Arc<Probe>);
+
+impl DriverFactory for ProbeFactory {
+    fn create(&self, _spec: &DriverSpec) -> Result<Box<dyn SessionDriver>> {
+        Ok(Box::new(ProbeDriver(Arc::clone(&self.0))))
+    }
+}
+
+struct ProbeDriver(Arc<Probe>);
+
+impl SessionDriver for ProbeDriver {
+    fn run(self: Box<Self>, mut ctx: DriverContext) -> BoxFuture<'static, Result<DriverExit>> {
+        let probe = self.0;
+        Box::pin(async move {
+            let Some(input) = ctx.inbox.recv().await else {
+                return Ok(DriverExit::Stopped);
+            };
+            let ran = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&ran);
+            tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+            let mut seqs = Vec::new();
+            for i in 1..=1000u64 {
+                if ran.load(Ordering::SeqCst) && probe.other_task_ran_at.load(Ordering::SeqCst) == 0
+                {
+                    probe.other_task_ran_at.store(i, Ordering::SeqCst);
+                }
+                seqs.push(ctx.emitter.emit("probe.tick", json!({"i": i})).await?);
+                if i == 500 {
+                    seqs.push(
+                        ctx.emitter
+                            .emit("tool.start", json!({"tool": "probe", "lane_id": input.seq}))
+                            .await?,
+                    );
+                    seqs.push(
+                        ctx.emitter
+                            .emit("session.delta", json!({"stream": "stdout", "text": "half"}))
+                            .await?,
+                    );
+                }
+            }
+            seqs.push(
+                ctx.emitter
+                    .emit(
+                        "tool.end",
+                        json!({"lane_id": input.seq, "ok": true, "exit_code": 0, "duration_ms": 0}),
+                    )
+                    .await?,
+            );
+            *probe.seqs.lock().unwrap() = seqs;
+            // Stay until the hub stops or cancels the session.
+            while ctx.control.changed().await.is_ok() {
+                if matches!(*ctx.control.borrow(), Control::Stop | Control::Cancel) {
+                    break;
+                }
+            }
+            Ok(DriverExit::Stopped)
+        })
+    }
+}
+
+async fn probe_hub(dir: &std::path::Path, probe: &Arc<Probe>) -> (Arc<Hub>, String) {
+    let home = crate::paths::Home::at(dir.join("home")).unwrap();
+    home.ensure().unwrap();
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut drivers = crate::driver::builtin_factories();
+    drivers.insert(
+        "probe".to_owned(),
+        Arc::new(ProbeFactory(Arc::clone(probe))),
+    );
+    let hub = Hub::open(HubConfig {
+        home,
+        drivers,
+        // Room for every record of a run, so a test can follow the raw ring.
+        writer: WriterOptions {
+            broadcast_capacity: 4096,
+            ..WriterOptions::default()
+        },
+        single_session: false,
+        instance_id: "test".to_owned(),
+    })
+    .unwrap();
+    let started = hub
+        .start(StartParams {
+            workdir: work.to_string_lossy().into_owned(),
+            driver: Some("probe".to_owned()),
+            ..StartParams::default()
+        })
+        .await
+        .unwrap();
+    let id = started["session_id"].as_str().unwrap().to_owned();
+    (hub, id)
+}
+
+/// Every record a driver emitted, output and lane records mixed, is in the journal
+/// under the seq `emit` returned, in emit order with no gap; live subscribers get
+/// exactly those records once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_records_land_in_emit_order_under_their_seqs() {
+    let t = tempfile::tempdir().unwrap();
+    let probe = Arc::new(Probe::default());
+    let (hub, id) = probe_hub(t.path(), &probe).await;
+    let session = hub.get(&id).unwrap();
+    let journal = Arc::clone(session.journal().unwrap());
+    let (current, mut live) = journal.subscribe();
+    let sent = hub.send(&id, "go".to_owned()).await.unwrap();
+    let input_seq = sent["seq"].as_u64().unwrap();
+    let last = input_seq + 1003;
+    let mut live_seqs = Vec::new();
+    while live_seqs.last() != Some(&last) {
+        let rec = tokio::time::timeout(Duration::from_secs(10), live.recv())
+            .await
+            .expect("records keep coming")
+            .expect("the ring holds a whole run");
+        live_seqs.push(rec.seq);
+    }
+    assert_eq!(live_seqs, (current + 1..=last).collect::<Vec<u64>>());
+    let emitted = probe.seqs.lock().unwrap().clone();
+    assert_eq!(emitted, (input_seq + 1..=last).collect::<Vec<u64>>());
+    let mut reader = Reader::open(session.journal_path()).unwrap();
+    let mut kinds = Vec::new();
+    while let Some(rec) = reader.next_record().unwrap() {
+        assert_eq!(rec.seq, kinds.len() as u64 + 1, "contiguous");
+        kinds.push(rec.kind().unwrap());
+    }
+    let tail: Vec<&str> = kinds[input_seq as usize..]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(tail.len(), 1003);
+    assert_eq!(
+        &tail[499..503],
+        ["probe.tick", "tool.start", "session.delta", "probe.tick"]
+    );
+    assert_eq!(tail.last(), Some(&"tool.end"));
+    assert!(session.inner().open_lanes.is_empty(), "the lane closed");
+    hub.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A driver emitting in a loop lets other tasks on its worker run (here a
+/// single-threaded runtime): otherwise subscribers' pumps would wait for the whole
+/// loop, fall behind the live ring and re-read every record from disk.
+#[tokio::test(flavor = "current_thread")]
+async fn a_driver_emitting_in_a_loop_lets_other_tasks_run() {
+    let t = tempfile::tempdir().unwrap();
+    let probe = Arc::new(Probe::default());
+    let (hub, id) = probe_hub(t.path(), &probe).await;
+    let sent = hub.send(&id, "go".to_owned()).await.unwrap();
+    let last = sent["seq"].as_u64().unwrap() + 1003;
+    let session = hub.get(&id).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while session.last_seq() < last {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("every record written");
+    let ran_at = probe.other_task_ran_at.load(Ordering::SeqCst);
+    assert!(
+        (1..=200).contains(&ran_at),
+        "the spawned task ran before tick {ran_at} (0: not during the loop)"
+    );
+    hub.shutdown(Duration::from_secs(5)).await;
+}
