@@ -39,9 +39,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use futures_util::{SinkExt, StreamExt};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -348,6 +351,7 @@ async fn serve(upgraded: Upgraded, setup: Setup) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut live = Liveness::new();
+    let readable = Arc::new(ReadWake::new());
 
     let end = loop {
         tokio::select! {
@@ -392,7 +396,7 @@ async fn serve(upgraded: Upgraded, setup: Setup) {
                     }
                 }
             }
-            next = ws.next(), if call.is_none() => {
+            next = next_frame(&mut ws, &readable), if call.is_none() => {
                 live.touch();
                 match next {
                     None => break End::Dropped,
@@ -450,6 +454,60 @@ async fn serve(upgraded: Upgraded, setup: Setup) {
 async fn serve_and_release(upgraded: Upgraded, setup: Setup) {
     serve(upgraded, setup).await;
     memory::release_soon();
+}
+
+/// Remembers that the socket may have something to read: the waker the socket's
+/// reads are polled with sets it. Queued events wake the same task, and most
+/// wake-ups are theirs; polling tungstenite for a frame on each of them cost a
+/// 4 KiB zero-fill of its read buffer and a read attempt per event written.
+struct ReadWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl ReadWake {
+    fn new() -> ReadWake {
+        ReadWake {
+            // The first poll reads: nothing has registered with the socket yet.
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        }
+    }
+}
+
+impl Wake for ReadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// The peer's next frame, polled only when the socket's read waker fired since the
+/// last `Pending`.
+async fn next_frame(
+    ws: &mut WsStream,
+    readable: &Arc<ReadWake>,
+) -> Option<Result<Message, WsError>> {
+    std::future::poll_fn(|cx| {
+        readable.task.register(cx.waker());
+        if !readable.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(Arc::clone(readable));
+        match ws.poll_next_unpin(&mut Context::from_waker(&waker)) {
+            Poll::Ready(frame) => {
+                // More frames may sit in tungstenite's buffer, with no wake to come.
+                readable.woken.store(true, Ordering::Release);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Waits for the running call (never resolves without one).
