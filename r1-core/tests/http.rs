@@ -1475,6 +1475,25 @@ async fn websocket_subscription_delivers_events_in_order() {
     d.handle.stop().await.unwrap();
 }
 
+/// Requests that arrive in one TCP segment are all answered: the server reads the
+/// second frame from its buffer with no new wake-up from the socket.
+#[tokio::test]
+async fn websocket_answers_pipelined_requests() {
+    let d = TestDaemon::start().await;
+    let mut c = d.ws("/v1/ws").await;
+    for id in 1..=3 {
+        let msg = json!({"jsonrpc":"2.0","id":id,"method":"daemon.info"});
+        c.ws.feed(Message::text(msg.to_string())).await.unwrap();
+    }
+    c.ws.flush().await.unwrap();
+    for id in 1..=3 {
+        let v = c.recv().await;
+        assert_eq!(v["id"], id, "{v}");
+        assert!(v["result"]["pid"].is_u64(), "{v}");
+    }
+    d.handle.stop().await.unwrap();
+}
+
 /// One task serves a socket: its reads, its calls and the events it writes. Calls on
 /// a socket that is streaming events are answered while the stream goes on, and no
 /// event is lost, repeated or reordered around the answers.
