@@ -1475,6 +1475,65 @@ async fn websocket_subscription_delivers_events_in_order() {
     d.handle.stop().await.unwrap();
 }
 
+/// Requests that arrive in one TCP segment are all answered: the server reads the
+/// second frame from its buffer with no new wake-up from the socket.
+#[tokio::test]
+async fn websocket_answers_pipelined_requests() {
+    let d = TestDaemon::start().await;
+    let mut c = d.ws("/v1/ws").await;
+    for id in 1..=3 {
+        let msg = json!({"jsonrpc":"2.0","id":id,"method":"daemon.info"});
+        c.ws.feed(Message::text(msg.to_string())).await.unwrap();
+    }
+    c.ws.flush().await.unwrap();
+    for id in 1..=3 {
+        let v = c.recv().await;
+        assert_eq!(v["id"], id, "{v}");
+        assert!(v["result"]["pid"].is_u64(), "{v}");
+    }
+    d.handle.stop().await.unwrap();
+}
+
+/// One task serves a socket: its reads, its calls and the events it writes. Calls on
+/// a socket that is streaming events are answered while the stream goes on, and no
+/// event is lost, repeated or reordered around the answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_answers_calls_while_its_events_stream() {
+    let d = TestDaemon::start().await;
+    let id = d.start_session().await;
+    let mut c = d.ws("/v1/ws").await;
+    c.call(
+        "session.subscribe",
+        json!({"session_id": id, "since_seq": 0}),
+    )
+    .await
+    .result();
+    c.call(
+        "session.send",
+        json!({"session_id": id, "text": "for i in $(seq 1 100); do echo line $i; sleep 0.01; done"}),
+    )
+    .await
+    .result();
+    let mut answered = 0;
+    while !c.notes.iter().any(|n| n["params"]["kind"] == "tool.end") {
+        let info = c.call("daemon.info", json!({})).await.result();
+        assert!(info["pid"].is_u64(), "{info}");
+        answered += 1;
+        assert!(answered < 10_000, "the command never ended");
+    }
+    assert!(answered > 1, "calls were answered during the stream");
+    let evs = c.events_until(|e| e["kind"] == "tool.end").await;
+    assert_contiguous(&evs, 1);
+    let out: String = evs
+        .iter()
+        .filter(|e| e["kind"] == "session.delta")
+        .map(|e| e["data"]["text"].as_str().unwrap_or(""))
+        .collect();
+    let want: String = (1..=100).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(out, want);
+    d.handle.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn session_websocket_subscribes_on_connect() {
     let d = TestDaemon::start().await;

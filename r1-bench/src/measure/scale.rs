@@ -157,6 +157,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         std::thread::sleep(Duration::from_millis(300));
         daemon.fd_count()?
     };
+    let rss_subs_gone = settled_rss(&daemon)?;
     rt.block_on(async {
         for id in &ids {
             ctl.call("session.delete", json!({"session_id": id}))
@@ -173,7 +174,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         std::thread::sleep(Duration::from_millis(100));
         fds_after = daemon.fd_count()?;
     }
-    let rss_after = daemon.rss_kb()?;
+    let rss_after = settled_rss(&daemon)?;
     daemon.stop()?;
 
     let subs_kind = if ws_why.is_none() {
@@ -213,8 +214,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         rss_loaded <= budget_kb,
     )
     .note(format!(
-        "{:.1} KiB per subscriber; after everyone left {:.1} MiB",
+        "{:.1} KiB per subscriber; subscribers gone {:.1} MiB; after everyone left {:.1} MiB",
         (rss_loaded.saturating_sub(rss_idle)) as f64 / n as f64,
+        rss_subs_gone as f64 / 1024.0,
         rss_after as f64 / 1024.0
     ));
     rows.push(loaded);
@@ -248,6 +250,24 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         ));
     }
     Ok(rows)
+}
+
+/// The daemon's RSS once it stops falling: it hands freed memory back shortly after
+/// connections leave (r1-core `server::memory`), not at the instant they do.
+fn settled_rss(daemon: &DaemonProc) -> anyhow::Result<u64> {
+    const POLL: Duration = Duration::from_millis(250);
+    // Unchanged for this many polls in a row: settled.
+    const STEADY: u32 = 4;
+    let t = Instant::now();
+    let mut last = daemon.rss_kb()?;
+    let mut steady = 0;
+    while steady < STEADY && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(POLL);
+        let now = daemon.rss_kb()?;
+        steady = if now < last { 0 } else { steady + 1 };
+        last = now;
+    }
+    Ok(last)
 }
 
 /// Reads and discards a subscriber's events until aborted.

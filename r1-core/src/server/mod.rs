@@ -5,6 +5,7 @@ pub mod auth;
 pub mod console;
 pub mod gate;
 pub mod http;
+mod memory;
 pub mod rest;
 pub mod sse;
 pub mod state;

@@ -145,4 +145,7 @@ async fn handle(stream: UnixStream, rpc: Dispatcher) {
     conn.closed.cancel();
     drop(conn);
     let _ = writer.await;
+    // What this connection freed (its buffers, and what its calls tore down, such
+    // as deleted sessions) goes back to the system.
+    super::memory::release_soon();
 }

@@ -36,11 +36,15 @@
 //! answer. If that subscribe fails after all (the session was deleted in between),
 //! the socket is closed with 1011 and the error message as reason.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
-use futures_util::stream::{SplitSink, SplitStream};
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use futures_util::{SinkExt, StreamExt};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -55,13 +59,13 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_util::sync::CancellationToken;
 
 use super::auth::Bearer;
 use super::gate::{self, BEARER_PROTOCOL};
 use super::http::{
     Body, HttpConfig, MAX_BODY, Shared, authenticate, empty, error, error_status, unauthorized,
 };
+use super::memory;
 use super::rest::Query;
 use super::state::{Caller, Conn, Transport};
 use crate::error::{Error, ErrorKind};
@@ -69,9 +73,15 @@ use crate::rpc::dispatch::{CallCtx, Dispatcher};
 use crate::rpc::envelope;
 
 type WsStream = WebSocketStream<TokioIo<Upgraded>>;
-type WsSink = SplitSink<WsStream, Message>;
-type WsRead = SplitStream<WsStream>;
 
+/// Bytes tungstenite reads per `read` call, and the read buffer every socket keeps
+/// (allocated at once and zero-filled on the first read). JSON-RPC requests are
+/// small; a large message grows the buffer to its size while it arrives.
+const READ_BUFFER: usize = 4 * 1024;
+/// Queued frames are written to the socket once this many bytes are buffered (and
+/// at every flush). The buffer keeps its largest size for the socket's life, so
+/// this bounds what an event burst leaves behind per subscriber.
+const WRITE_BUFFER: usize = 8 * 1024;
 /// Frames written per flush when many are queued.
 const WRITE_BATCH: usize = 256;
 /// Bytes read from a peer that keeps sending after we closed, before giving up on it.
@@ -168,7 +178,7 @@ pub(crate) async fn upgrade(
         // The socket keeps the connection's slot under the connection cap.
         let _permit = permit;
         match on_upgrade.await {
-            Ok(up) => serve(up, setup).await,
+            Ok(up) => serve_and_release(up, setup).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });
@@ -218,35 +228,31 @@ fn check_auto(
 /// When the peer was last heard from (any frame, pongs included).
 #[derive(Debug)]
 struct Liveness {
-    origin: std::time::Instant,
-    last_ms: AtomicU64,
+    last: Instant,
 }
 
 impl Liveness {
     fn new() -> Liveness {
         Liveness {
-            origin: std::time::Instant::now(),
-            last_ms: AtomicU64::new(0),
+            last: Instant::now(),
         }
     }
 
-    fn touch(&self) {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+    fn touch(&mut self) {
+        self.last = Instant::now();
     }
 
     fn silent_for(&self) -> Duration {
-        self.origin
-            .elapsed()
-            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+        self.last.elapsed()
     }
 }
 
-/// How the writer stopped.
+/// How a socket ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
-    /// It sent a close frame: wait (bounded) for the peer's.
-    Closed,
+    /// We sent a close frame: wait (bounded) for the peer's. `broken`: the frame
+    /// parser failed (a message over the limit), so only raw bytes can be drained.
+    Closed { broken: bool },
     /// The peer is gone or went silent: just drop the connection.
     Dropped,
 }
@@ -263,12 +269,45 @@ fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
     }
 }
 
-async fn serve(upgraded: Upgraded, setup: Setup) {
-    let config = WebSocketConfig::default()
+/// A socket's settings. tungstenite's defaults (128 KiB read and write buffers) cost
+/// ~150 KiB per connection: 150 MiB for the 1,000 subscribers the benchmark holds.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        // DESIGN §4: 16 MiB per message, whether in one frame or several.
         .max_message_size(Some(MAX_BODY))
-        .max_frame_size(Some(MAX_BODY));
-    let mut ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        .max_frame_size(Some(MAX_BODY))
+}
+
+/// How a call on the socket finished.
+enum Done<'a> {
+    /// Write this (nothing for a notification), then release what waits for the
+    /// reply (a new subscription's events).
+    Reply(Option<String>, CallCtx<'a>),
+    /// Close the socket with this frame.
+    Fail(CloseFrame),
+}
+
+/// The call a socket is running. One at a time, as on the unix socket: the next
+/// message is read once this one is answered.
+type Call<'a> = Pin<Box<dyn Future<Output = Done<'a>> + Send + 'a>>;
+
+/// Serves one socket in one task that reads, runs calls and writes.
+///
+/// One task, not a reader and a writer: tokio-tungstenite wakes every task that
+/// waits on a socket whenever it becomes readable (its waker proxy), so with two
+/// tasks each request woke both, and tokio handed one to the other worker thread
+/// (a futex wake and a cross-thread hand-off per call, ~1.8 futex calls per round
+/// trip under strace). The answer is written by the same task that read the
+/// request, as the echo floor does.
+async fn serve(upgraded: Upgraded, setup: Setup) {
+    let mut ws = WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Server,
+        Some(socket_config()),
+    )
+    .await;
     let close_timeout = setup.cfg.ws_close_timeout;
     if let Some(reason) = &setup.refuse {
         tracing::warn!("closed a websocket offering only unsupported protocol versions");
@@ -297,116 +336,254 @@ async fn serve(upgraded: Upgraded, setup: Setup) {
         ..
     } = setup;
     let state = Arc::clone(rpc.state());
-    let (conn, outbound) = state.register(caller.clone());
-    let (sink, mut stream) = ws.split();
-    let live = Arc::new(Liveness::new());
-    let (ctl, ctl_rx) = mpsc::channel::<CloseFrame>(1);
-    let mut writer = tokio::spawn(write_loop(
-        sink,
-        outbound,
-        ctl_rx,
-        conn.closed.clone(),
-        state.closing.clone(),
-        generation.map(|g| (state.auth.generation(), g)),
-        Arc::clone(&live),
-        cfg,
-    ));
-
+    let (conn, mut outbound) = state.register(caller.clone());
     if let Some(notice) = state.reloaded_notice() {
+        // The queue is new and empty: this cannot wait.
         let _ = conn.out.send(notice).await;
     }
-    if let Some(a) = auto
-        && let Err(e) = auto_subscribe(&rpc, &caller, &conn, a).await
-    {
-        tracing::warn!(error = %e, "websocket auto-subscribe failed");
-        let _ = ctl.send(close_frame(CloseCode::Error, e.message())).await;
-    }
+    let mut call: Option<Call<'_>> =
+        auto.map(|a| -> Call<'_> { Box::pin(auto_subscribe(&rpc, &caller, &conn, a)) });
 
-    let mut finished = None;
-    // Set when the stream failed on an oversize message: its parser state is gone.
-    let mut broken = false;
-    loop {
-        let next = tokio::select! {
-            n = stream.next() => n,
-            w = &mut writer => {
-                finished = Some(w.ok());
-                break;
+    let closed = conn.closed.clone();
+    let mut closed = std::pin::pin!(closed.cancelled_owned());
+    let mut rotation = std::pin::pin!(rotated(generation.map(|g| (state.auth.generation(), g))));
+    let every = cfg.ws_ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut live = Liveness::new();
+    let readable = Arc::new(ReadWake::new());
+
+    let end = loop {
+        tokio::select! {
+            // Closes first; then the call's answer; then requests before queued
+            // events, so a busy subscription cannot starve the peer's frames
+            // (queued events still go out ahead of every answer).
+            biased;
+            _ = &mut closed => {
+                // Daemon stopping: flush what is queued (`daemon.stopping`) first.
+                while let Ok(line) = outbound.try_recv() {
+                    if ws.feed(Message::text(line)).await.is_err() {
+                        break;
+                    }
+                }
+                break send_close(&mut ws, close_frame(CloseCode::Away, "daemon stopping")).await;
             }
-        };
-        live.touch();
-        match next {
-            None => break,
-            Some(Err(WsError::Capacity(e))) => {
-                tracing::warn!(error = %e, "websocket message over the limit");
-                let _ = ctl
-                    .send(close_frame(
-                        CloseCode::Size,
-                        &format!("message over {MAX_BODY} bytes"),
-                    ))
-                    .await;
-                finished = Some((&mut writer).await.ok());
-                broken = true;
-                break;
+            _ = &mut rotation => {
+                tracing::info!("closing a websocket whose token was rotated");
+                break send_close(&mut ws, close_frame(CloseCode::Policy, "token rotated")).await;
             }
-            Some(Err(WsError::Utf8(e))) => {
-                // RFC 6455 §8.1: a text message that is not UTF-8 fails the
-                // connection, with 1007 so the peer learns why.
-                tracing::warn!(error = %e, "websocket text message is not UTF-8");
-                let _ = ctl
-                    .send(close_frame(
-                        CloseCode::Invalid,
-                        "a text message is not valid UTF-8 (send bytes as a binary message)",
-                    ))
-                    .await;
-                finished = Some((&mut writer).await.ok());
-                break;
-            }
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "websocket read failed");
-                break;
-            }
-            Some(Ok(Message::Text(t))) => {
-                if !answer(&rpc, &caller, &conn, t.as_bytes()).await {
-                    break;
+            _ = ping.tick() => {
+                if live.silent_for() > cfg.ws_pong_timeout {
+                    tracing::info!("dropping a websocket that stopped answering pings");
+                    break End::Dropped;
+                }
+                if ws.send(Message::Ping(Default::default())).await.is_err() {
+                    break End::Dropped;
                 }
             }
-            Some(Ok(Message::Binary(b))) => {
-                if !answer(&rpc, &caller, &conn, &b).await {
-                    break;
+            done = running(&mut call), if call.is_some() => {
+                call = None;
+                match done {
+                    Done::Reply(text, ctx) => {
+                        if write_reply(&mut ws, &mut outbound, text).await.is_err() {
+                            break End::Dropped;
+                        }
+                        ctx.replied();
+                    }
+                    Done::Fail(frame) => {
+                        tracing::warn!(reason = %frame.reason, "websocket auto-subscribe failed");
+                        break send_close(&mut ws, frame).await;
+                    }
                 }
             }
-            // Pings and closes are answered by tungstenite itself.
-            Some(Ok(_)) => {}
+            next = next_frame(&mut ws, &readable), if call.is_none() => {
+                live.touch();
+                match next {
+                    None => break End::Dropped,
+                    Some(Err(WsError::Capacity(e))) => {
+                        tracing::warn!(error = %e, "websocket message over the limit");
+                        let frame = close_frame(CloseCode::Size, &format!("message over {MAX_BODY} bytes"));
+                        break match send_close(&mut ws, frame).await {
+                            End::Closed { .. } => End::Closed { broken: true },
+                            End::Dropped => End::Dropped,
+                        };
+                    }
+                    Some(Err(WsError::Utf8(e))) => {
+                        // RFC 6455 §8.1: a text message that is not UTF-8 fails the
+                        // connection, with 1007 so the peer learns why.
+                        tracing::warn!(error = %e, "websocket text message is not UTF-8");
+                        let frame = close_frame(
+                            CloseCode::Invalid,
+                            "a text message is not valid UTF-8 (send bytes as a binary message)",
+                        );
+                        break send_close(&mut ws, frame).await;
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket read failed");
+                        break End::Dropped;
+                    }
+                    Some(Ok(Message::Text(t))) => call = start(&rpc, &caller, &conn, t.into()),
+                    Some(Ok(Message::Binary(b))) => call = start(&rpc, &caller, &conn, b),
+                    // Pings and closes are answered by tungstenite itself.
+                    Some(Ok(_)) => {}
+                }
+            }
+            line = outbound.recv() => {
+                let Some(line) = line else { break End::Dropped };
+                if write_queued(&mut ws, &mut outbound, line).await.is_err() {
+                    break End::Dropped;
+                }
+            }
         }
+    };
+    // A call still running finishes (its answer has nowhere to go): calls are not
+    // cancelled half-way, whatever ended the socket.
+    if let Some(running) = call.take() {
+        let _ = running.await;
     }
+    drop(call);
     state.unregister(&conn);
     conn.closed.cancel();
     drop(conn);
-    let finished = match finished {
-        Some(f) => f,
-        None => writer.await.ok(),
-    };
-    if let Some((sink, End::Closed)) = finished {
-        drain(stream, sink, broken, close_timeout).await;
+    if let End::Closed { broken } = end {
+        drain(ws, broken, close_timeout).await;
     }
+}
+
+/// Serves an upgraded socket, then has the memory it freed returned to the system.
+async fn serve_and_release(upgraded: Upgraded, setup: Setup) {
+    serve(upgraded, setup).await;
+    memory::release_soon();
+}
+
+/// Remembers that the socket may have something to read: the waker the socket's
+/// reads are polled with sets it. Queued events wake the same task, and most
+/// wake-ups are theirs; polling tungstenite for a frame on each of them cost a
+/// 4 KiB zero-fill of its read buffer and a read attempt per event written.
+struct ReadWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl ReadWake {
+    fn new() -> ReadWake {
+        ReadWake {
+            // The first poll reads: nothing has registered with the socket yet.
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        }
+    }
+}
+
+impl Wake for ReadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// The peer's next frame, polled only when the socket's read waker fired since the
+/// last `Pending`.
+async fn next_frame(
+    ws: &mut WsStream,
+    readable: &Arc<ReadWake>,
+) -> Option<Result<Message, WsError>> {
+    std::future::poll_fn(|cx| {
+        readable.task.register(cx.waker());
+        if !readable.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(Arc::clone(readable));
+        match ws.poll_next_unpin(&mut Context::from_waker(&waker)) {
+            Poll::Ready(frame) => {
+                // More frames may sit in tungstenite's buffer, with no wake to come.
+                readable.woken.store(true, Ordering::Release);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Waits for the running call (never resolves without one).
+async fn running<'a>(call: &mut Option<Call<'a>>) -> Done<'a> {
+    match call {
+        Some(c) => c.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The call for one message, or none for a blank one.
+fn start<'a>(
+    rpc: &'a Dispatcher,
+    caller: &'a Caller,
+    conn: &'a Arc<Conn>,
+    bytes: Bytes,
+) -> Option<Call<'a>> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    // Boxed: the dispatcher's future is large, and lives only while a call runs,
+    // not for the socket's whole life.
+    Some(Box::pin(async move {
+        let mut ctx = CallCtx::new(caller, Some(conn));
+        let answer = rpc.handle(&mut ctx, &bytes).await;
+        Done::Reply(answer, ctx)
+    }))
+}
+
+/// Writes a call's reply after every frame queued before it (events of other
+/// subscriptions, notices), so the order is the one the queue would have given.
+async fn write_reply(
+    ws: &mut WsStream,
+    outbound: &mut mpsc::Receiver<String>,
+    reply: Option<String>,
+) -> Result<(), WsError> {
+    // Only what is queued now: a busy subscription must not hold the reply back.
+    for _ in 0..outbound.len() {
+        let Ok(line) = outbound.try_recv() else { break };
+        ws.feed(Message::text(line)).await?;
+    }
+    if let Some(text) = reply {
+        ws.feed(Message::text(text)).await?;
+    }
+    ws.flush().await
+}
+
+/// Writes `first` and whatever else is queued (up to [`WRITE_BATCH`] frames), then
+/// flushes: a burst of events goes out in few writes.
+async fn write_queued(
+    ws: &mut WsStream,
+    outbound: &mut mpsc::Receiver<String>,
+    first: String,
+) -> Result<(), WsError> {
+    ws.feed(Message::text(first)).await?;
+    let mut n = 1;
+    while n < WRITE_BATCH {
+        let Ok(more) = outbound.try_recv() else { break };
+        ws.feed(Message::text(more)).await?;
+        n += 1;
+    }
+    ws.flush().await
 }
 
 /// After we sent a close frame: read (and discard) until the peer's close, end of
 /// stream, or the timeout, so the peer gets our close frame instead of a reset.
-async fn drain(stream: WsRead, sink: WsSink, broken: bool, timeout: Duration) {
+async fn drain(mut ws: WsStream, broken: bool, timeout: Duration) {
     if !broken {
-        let mut stream = stream;
         let _ = tokio::time::timeout(timeout, async {
-            while let Some(Ok(_)) = stream.next().await {}
+            while let Some(Ok(_)) = ws.next().await {}
         })
         .await;
         return;
     }
     // The stream ended on an error (a message over the limit): the frame parser's
     // state is gone, so discard raw bytes until the peer hangs up.
-    let Ok(mut ws) = stream.reunite(sink) else {
-        return;
-    };
     let _ = tokio::time::timeout(timeout, async {
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0usize;
@@ -420,28 +597,14 @@ async fn drain(stream: WsRead, sink: WsSink, broken: bool, timeout: Duration) {
     .await;
 }
 
-/// Answers one message; false when the connection is gone.
-async fn answer(rpc: &Dispatcher, caller: &Caller, conn: &Arc<Conn>, bytes: &[u8]) -> bool {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return true;
-    }
-    let mut ctx = CallCtx::new(caller, Some(conn));
-    if let Some(answer) = rpc.handle(&mut ctx, bytes).await
-        && conn.out.send(answer).await.is_err()
-    {
-        return false;
-    }
-    ctx.replied();
-    true
-}
-
-/// Subscribes the socket to its session and queues `$/subscribed` (module docs).
-async fn auto_subscribe(
-    rpc: &Dispatcher,
-    caller: &Caller,
-    conn: &Arc<Conn>,
+/// Subscribes the socket to its session; the reply is `$/subscribed` (module docs),
+/// or a close with 1011 when the subscribe fails.
+async fn auto_subscribe<'a>(
+    rpc: &'a Dispatcher,
+    caller: &'a Caller,
+    conn: &'a Arc<Conn>,
     a: AutoSubscribe,
-) -> crate::Result<()> {
+) -> Done<'a> {
     let mut params = json!({ "session_id": a.session_id });
     if let Some(s) = a.since_seq {
         params["since_seq"] = Value::from(s);
@@ -450,103 +613,29 @@ async fn auto_subscribe(
         params["epoch"] = Value::from(e);
     }
     let mut ctx = CallCtx::new(caller, Some(conn));
-    let mut result = rpc
-        .call(&mut ctx, "session.subscribe", Some(params))
-        .await?;
-    result["session_id"] = Value::from(a.session_id);
-    conn.out
-        .send(envelope::notification("$/subscribed", &result))
-        .await
-        .map_err(|_| Error::new(ErrorKind::Closed, "the websocket closed"))?;
-    ctx.replied();
-    Ok(())
+    match rpc.call(&mut ctx, "session.subscribe", Some(params)).await {
+        Ok(mut result) => {
+            result["session_id"] = Value::from(a.session_id);
+            Done::Reply(Some(envelope::notification("$/subscribed", &result)), ctx)
+        }
+        Err(e) => Done::Fail(close_frame(CloseCode::Error, e.message())),
+    }
 }
 
-/// Waits until the master token moves past `at`; never, for other credentials.
-async fn rotated(generation: &mut Option<(watch::Receiver<u64>, u64)>) {
-    if let Some((rx, at)) = generation {
-        let at = *at;
-        if rx.wait_for(|g| *g != at).await.is_ok() {
-            return;
-        }
+/// Resolves once the master token moves past the generation the socket
+/// authenticated with; never, for other credentials.
+async fn rotated(generation: Option<(watch::Receiver<u64>, u64)>) {
+    if let Some((mut rx, at)) = generation
+        && rx.wait_for(|g| *g != at).await.is_ok()
+    {
+        return;
     }
     std::future::pending::<()>().await;
 }
 
-/// Owns the sink: queued frames, pings, and every close the server initiates.
-#[allow(clippy::too_many_arguments)]
-async fn write_loop(
-    mut sink: WsSink,
-    mut outbound: mpsc::Receiver<String>,
-    mut ctl: mpsc::Receiver<CloseFrame>,
-    closed: CancellationToken,
-    closing: CancellationToken,
-    mut generation: Option<(watch::Receiver<u64>, u64)>,
-    live: Arc<Liveness>,
-    cfg: HttpConfig,
-) -> (WsSink, End) {
-    let every = cfg.ws_ping_interval;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = closed.cancelled() => {
-                if !closing.is_cancelled() {
-                    // The reader is done: the peer closed or vanished.
-                    return (sink, End::Dropped);
-                }
-                // Daemon stopping: flush what is queued (`daemon.stopping`) first.
-                while let Ok(line) = outbound.try_recv() {
-                    if sink.feed(Message::text(line)).await.is_err() {
-                        return (sink, End::Dropped);
-                    }
-                }
-                let end = send_close(&mut sink, close_frame(CloseCode::Away, "daemon stopping")).await;
-                return (sink, end);
-            }
-            Some(frame) = ctl.recv() => {
-                let end = send_close(&mut sink, frame).await;
-                return (sink, end);
-            }
-            _ = rotated(&mut generation) => {
-                tracing::info!("closing a websocket whose token was rotated");
-                let end = send_close(&mut sink, close_frame(CloseCode::Policy, "token rotated")).await;
-                return (sink, end);
-            }
-            _ = ping.tick() => {
-                if live.silent_for() > cfg.ws_pong_timeout {
-                    tracing::info!("dropping a websocket that stopped answering pings");
-                    return (sink, End::Dropped);
-                }
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    return (sink, End::Dropped);
-                }
-            }
-            m = outbound.recv() => {
-                let Some(line) = m else { return (sink, End::Dropped) };
-                if sink.feed(Message::text(line)).await.is_err() {
-                    return (sink, End::Dropped);
-                }
-                let mut n = 1;
-                while n < WRITE_BATCH {
-                    let Ok(more) = outbound.try_recv() else { break };
-                    if sink.feed(Message::text(more)).await.is_err() {
-                        return (sink, End::Dropped);
-                    }
-                    n += 1;
-                }
-                if sink.flush().await.is_err() {
-                    return (sink, End::Dropped);
-                }
-            }
-        }
-    }
-}
-
-async fn send_close(sink: &mut WsSink, frame: CloseFrame) -> End {
-    match sink.send(Message::Close(Some(frame))).await {
-        Ok(()) => End::Closed,
+async fn send_close(ws: &mut WsStream, frame: CloseFrame) -> End {
+    match ws.send(Message::Close(Some(frame))).await {
+        Ok(()) => End::Closed { broken: false },
         Err(_) => End::Dropped,
     }
 }
@@ -569,9 +658,22 @@ mod tests {
         );
     }
 
+    /// Regression (benchmark row 10b): tungstenite's 128 KiB defaults made every
+    /// socket cost ~150 KiB. DESIGN §4's message limit must survive the change.
+    #[test]
+    fn sockets_use_small_buffers_and_the_design_limits() {
+        let c = socket_config();
+        assert!(c.read_buffer_size <= 4 * 1024, "{}", c.read_buffer_size);
+        assert!(c.write_buffer_size <= 8 * 1024, "{}", c.write_buffer_size);
+        // tungstenite panics on a write buffer cap not above the write buffer.
+        assert!(c.max_write_buffer_size > c.write_buffer_size);
+        assert_eq!(c.max_message_size, Some(16 * 1024 * 1024));
+        assert_eq!(c.max_frame_size, Some(16 * 1024 * 1024));
+    }
+
     #[test]
     fn liveness_tracks_silence() {
-        let l = Liveness::new();
+        let mut l = Liveness::new();
         std::thread::sleep(Duration::from_millis(20));
         assert!(l.silent_for() >= Duration::from_millis(20));
         l.touch();
