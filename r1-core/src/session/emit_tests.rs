@@ -138,7 +138,19 @@ async fn driver_records_land_in_emit_order_under_their_seqs() {
         live_seqs.push(rec.seq);
     }
     assert_eq!(live_seqs, (current + 1..=last).collect::<Vec<u64>>());
-    let emitted = probe.seqs.lock().unwrap().clone();
+    // The driver stores its seqs once its last `emit` has returned, which is just
+    // after subscribers got that record.
+    let emitted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let seqs = probe.seqs.lock().unwrap().clone();
+            if !seqs.is_empty() {
+                break seqs;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the driver finishes its run");
     assert_eq!(emitted, (input_seq + 1..=last).collect::<Vec<u64>>());
     let mut reader = Reader::open(session.journal_path()).unwrap();
     let mut kinds = Vec::new();
