@@ -4,7 +4,7 @@
 
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::codes;
 use crate::error::RpcErrorObject;
@@ -230,34 +230,69 @@ fn item(v: Value) -> Item {
     Item::Request(Request { id, method, params })
 }
 
-/// `{"jsonrpc":"2.0","result":…,"id":…}`
-pub fn success(id: &Id, result: &Value) -> String {
-    let mut m = Map::new();
-    m.insert("jsonrpc".into(), Value::from("2.0"));
-    m.insert("result".into(), result.clone());
-    m.insert("id".into(), id.clone());
-    Value::Object(m).to_string()
+// The envelopes are serialized from borrowed structs, their fields in the sorted
+// order a `serde_json::Map` (a BTreeMap here) would give, so the bytes are the same
+// as building a map — without deep-copying every result into one first (about 40%
+// of a `daemon.info` round trip's instructions, per callgrind).
+
+#[derive(serde::Serialize)]
+struct SuccessLine<'a> {
+    id: &'a Id,
+    jsonrpc: &'static str,
+    result: &'a Value,
 }
 
-/// `{"jsonrpc":"2.0","error":{…},"id":…}`
+#[derive(serde::Serialize)]
+struct FailureLine<'a> {
+    /// As a `Value`, so its fields come sorted too (not the hot path).
+    error: Value,
+    id: &'a Id,
+    jsonrpc: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct NotificationLine<'a> {
+    jsonrpc: &'static str,
+    method: &'a str,
+    params: &'a Value,
+}
+
+/// Serializes an envelope; JSON values and the error object always serialize, so
+/// the fallback (an internal error line) is only a guard against a future type.
+fn to_line(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|e| {
+        format!(
+            r#"{{"error":{{"code":-32603,"message":"cannot encode the answer: {}"}},"id":null,"jsonrpc":"2.0"}}"#,
+            e.to_string().replace(['"', '\\'], "'")
+        )
+    })
+}
+
+/// `{"id":…,"jsonrpc":"2.0","result":…}`
+pub fn success(id: &Id, result: &Value) -> String {
+    to_line(&SuccessLine {
+        id,
+        jsonrpc: "2.0",
+        result,
+    })
+}
+
+/// `{"error":{…},"id":…,"jsonrpc":"2.0"}`
 pub fn failure(id: &Id, error: &RpcErrorObject) -> String {
-    let mut m = Map::new();
-    m.insert("jsonrpc".into(), Value::from("2.0"));
-    m.insert(
-        "error".into(),
-        serde_json::to_value(error).unwrap_or(Value::Null),
-    );
-    m.insert("id".into(), id.clone());
-    Value::Object(m).to_string()
+    to_line(&FailureLine {
+        error: serde_json::to_value(error).unwrap_or(Value::Null),
+        id,
+        jsonrpc: "2.0",
+    })
 }
 
 /// A notification line: `{"jsonrpc":"2.0","method":…,"params":…}`.
 pub fn notification(method: &str, params: &Value) -> String {
-    let mut m = Map::new();
-    m.insert("jsonrpc".into(), Value::from("2.0"));
-    m.insert("method".into(), Value::from(method));
-    m.insert("params".into(), params.clone());
-    Value::Object(m).to_string()
+    to_line(&NotificationLine {
+        jsonrpc: "2.0",
+        method,
+        params,
+    })
 }
 
 /// Joins batch answers: `[a,b]`, or nothing when every element was a notification.
@@ -279,6 +314,63 @@ pub fn batch(answers: Vec<String>) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The borrowed envelopes give exactly the bytes the map-built ones did.
+    #[test]
+    fn envelopes_match_the_map_built_bytes() {
+        fn by_map(pairs: Vec<(&str, Value)>) -> String {
+            let mut m = serde_json::Map::new();
+            for (k, v) in pairs {
+                m.insert(k.into(), v);
+            }
+            Value::Object(m).to_string()
+        }
+        let ids = [
+            Value::Null,
+            serde_json::json!(7),
+            serde_json::json!("a\"b\u{1}"),
+            serde_json::json!(-1.5),
+        ];
+        let results = [
+            serde_json::json!({"z": 1, "a": [1, {"y": null, "b": "é"}], "m": "x\ny"}),
+            serde_json::json!(null),
+            serde_json::json!("text"),
+            serde_json::json!([]),
+        ];
+        let err = RpcErrorObject {
+            code: -32602,
+            message: "bad \"params\"".into(),
+            data: Some(serde_json::json!({"kind": "invalid_params", "b": [1]})),
+        };
+        for id in &ids {
+            for r in &results {
+                assert_eq!(
+                    success(id, r),
+                    by_map(vec![
+                        ("jsonrpc", "2.0".into()),
+                        ("result", r.clone()),
+                        ("id", id.clone())
+                    ])
+                );
+                assert_eq!(
+                    notification("$/event", r),
+                    by_map(vec![
+                        ("jsonrpc", "2.0".into()),
+                        ("method", "$/event".into()),
+                        ("params", r.clone())
+                    ])
+                );
+            }
+            assert_eq!(
+                failure(id, &err),
+                by_map(vec![
+                    ("jsonrpc", "2.0".into()),
+                    ("error", serde_json::to_value(&err).unwrap()),
+                    ("id", id.clone()),
+                ])
+            );
+        }
+    }
     use super::*;
 
     /// With serde_json's `raw_value` feature on, an object whose only key is
