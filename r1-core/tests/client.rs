@@ -987,14 +987,7 @@ fn blocking_client_and_subscription_close_from_another_thread() {
     // The iterator form ends after session.ended.
     let it = c.subscribe(&s.session_id, Some(0), None).unwrap();
     c.cancel(&s.session_id, None).unwrap();
-    let kinds: Vec<String> = it
-        .map(|i| match i.unwrap() {
-            SubEvent::Record(e) => e.kind,
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
-    assert_eq!(kinds.first().map(String::as_str), Some("session.created"));
-    assert_eq!(kinds.last().map(String::as_str), Some("session.ended"));
+    assert_runs_created_to_ended(it);
 
     // Usable from anywhere, even a thread inside another runtime (no panic).
     let c2 = c.clone();
@@ -1011,6 +1004,19 @@ fn blocking_client_and_subscription_close_from_another_thread() {
     rt.block_on(d.stop()).unwrap();
 }
 
+/// A blocking subscription's records run from `session.created` to
+/// `session.ended`, where the iterator ends.
+fn assert_runs_created_to_ended(sub: impl Iterator<Item = r1_core::Result<SubEvent>>) {
+    let kinds: Vec<String> = sub
+        .map(|i| match i.unwrap() {
+            SubEvent::Record(e) => e.kind,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("session.created"));
+    assert_eq!(kinds.last().map(String::as_str), Some("session.ended"));
+}
+
 /// The CLI's client: the calling thread drives the connection, so a call, a
 /// subscription and a session's records all make progress with no worker thread,
 /// and a call from inside a runtime is refused instead of panicking.
@@ -1024,14 +1030,7 @@ fn caller_thread_client_calls_and_follows_without_a_worker() {
     let s = c.start(StartOptions::new(&env.work)).unwrap();
     let sub = c.subscribe(&s.session_id, Some(0), None).unwrap();
     c.cancel(&s.session_id, None).unwrap();
-    let kinds: Vec<String> = sub
-        .map(|i| match i.unwrap() {
-            SubEvent::Record(e) => e.kind,
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
-    assert_eq!(kinds.first().map(String::as_str), Some("session.created"));
-    assert_eq!(kinds.last().map(String::as_str), Some("session.ended"));
+    assert_runs_created_to_ended(sub);
 
     let c2 = c.clone();
     let err = rt.block_on(async move { c2.info() }).unwrap_err();

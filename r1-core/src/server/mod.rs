@@ -11,3 +11,17 @@ pub mod sse;
 pub mod state;
 pub mod unix;
 pub mod ws;
+
+/// The call a connection is running, boxed: the dispatcher's future is large and
+/// lives only while a call runs, not for the connection's whole life. One at a
+/// time per connection (unix socket and WebSocket alike).
+pub(crate) type RunningCall<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Waits for the running call; never resolves without one (for a `select!` arm).
+pub(crate) async fn running<T>(call: &mut Option<RunningCall<'_, T>>) -> T {
+    match call {
+        Some(c) => c.as_mut().await,
+        None => std::future::pending().await,
+    }
+}

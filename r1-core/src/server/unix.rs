@@ -1,7 +1,5 @@
 //! The unix socket transport: newline-delimited JSON-RPC 2.0, peer uid checked.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -57,7 +55,7 @@ pub async fn serve(listener: UnixListener, rpc: Dispatcher) {
 /// The call a connection is running: its answer (none for a notification) and the
 /// context to release once the answer is written. One at a time: the next line is
 /// read once this one is answered.
-type Call<'a> = Pin<Box<dyn Future<Output = (Option<String>, CallCtx<'a>)> + Send + 'a>>;
+type Call<'a> = super::RunningCall<'a, (Option<String>, CallCtx<'a>)>;
 
 /// Serves one connection in one task that reads, runs calls and writes.
 ///
@@ -98,7 +96,7 @@ async fn handle(stream: UnixStream, rpc: Dispatcher) {
                 let _ = write_queued(&mut out, &mut outbound, None).await;
                 break;
             }
-            (answer, ctx) = running(&mut call), if call.is_some() => {
+            (answer, ctx) = super::running(&mut call), if call.is_some() => {
                 call = None;
                 if write_reply(&mut out, &mut outbound, answer).await.is_err() {
                     break;
@@ -151,13 +149,6 @@ async fn handle(stream: UnixStream, rpc: Dispatcher) {
 /// Bytes of answers and events gathered before a write: a burst of events goes
 /// out in few syscalls.
 const WRITE_BUFFER: usize = 64 * 1024;
-
-async fn running<'a>(call: &mut Option<Call<'a>>) -> (Option<String>, CallCtx<'a>) {
-    match call {
-        Some(c) => c.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
 
 /// The call for one line, or none for a blank one.
 fn start<'a>(

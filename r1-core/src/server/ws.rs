@@ -36,8 +36,6 @@
 //! answer. If that subscribe fails after all (the session was deleted in between),
 //! the socket is closed with 1011 and the error message as reason.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
@@ -291,7 +289,7 @@ enum Done<'a> {
 
 /// The call a socket is running. One at a time, as on the unix socket: the next
 /// message is read once this one is answered.
-type Call<'a> = Pin<Box<dyn Future<Output = Done<'a>> + Send + 'a>>;
+type Call<'a> = super::RunningCall<'a, Done<'a>>;
 
 /// Serves one socket in one task that reads, runs calls and writes.
 ///
@@ -381,7 +379,7 @@ async fn serve(upgraded: Upgraded, setup: Setup) {
                     break End::Dropped;
                 }
             }
-            done = running(&mut call), if call.is_some() => {
+            done = super::running(&mut call), if call.is_some() => {
                 call = None;
                 match done {
                     Done::Reply(text, ctx) => {
@@ -508,14 +506,6 @@ async fn next_frame(
         }
     })
     .await
-}
-
-/// Waits for the running call (never resolves without one).
-async fn running<'a>(call: &mut Option<Call<'a>>) -> Done<'a> {
-    match call {
-        Some(c) => c.as_mut().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The call for one message, or none for a blank one.
