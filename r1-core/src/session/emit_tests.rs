@@ -1,4 +1,4 @@
-//! The driver emit path (`SessionSink`): order, seqs, lane records, scheduling.
+//! The hub and its drivers: emit order, seqs and lane records, scheduling, and inputs racing a driver exit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -195,5 +195,110 @@ async fn a_driver_emitting_in_a_loop_lets_other_tasks_run() {
         (1..=200).contains(&ran_at),
         "the spawned task ran before tick {ran_at} (0: not during the loop)"
     );
+    hub.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Closes the lane of each input it takes and finishes after its second input.
+struct QuitterFactory;
+
+impl DriverFactory for QuitterFactory {
+    fn create(&self, _spec: &DriverSpec) -> Result<Box<dyn SessionDriver>> {
+        Ok(Box::new(Quitter))
+    }
+}
+
+struct Quitter;
+
+impl SessionDriver for Quitter {
+    fn run(self: Box<Self>, mut ctx: DriverContext) -> BoxFuture<'static, Result<DriverExit>> {
+        Box::pin(async move {
+            for _ in 0..2 {
+                let Some(input) = ctx.inbox.recv().await else {
+                    break;
+                };
+                ctx.emitter
+                    .emit(
+                        "tool.end",
+                        json!({"lane_id": input.seq, "ok": true, "exit_code": 0, "duration_ms": 0}),
+                    )
+                    .await?;
+            }
+            Ok(DriverExit::Finished {
+                ok: true,
+                exit_code: Some(0),
+                message: None,
+            })
+        })
+    }
+}
+
+/// Inputs sent while the driver exits: every `user.input` that was journaled gets a
+/// `tool.end` (from the driver, or from the hub as interrupted), and every send
+/// either succeeds or is refused — never an input left without its lane's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_racing_a_driver_exit_all_get_their_tool_end() {
+    let t = tempfile::tempdir().unwrap();
+    let home = crate::paths::Home::at(t.path().join("home")).unwrap();
+    home.ensure().unwrap();
+    let work = t.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut drivers = crate::driver::builtin_factories();
+    drivers.insert("quitter".to_owned(), Arc::new(QuitterFactory));
+    let hub = Hub::open(HubConfig {
+        home,
+        drivers,
+        writer: WriterOptions::default(),
+        single_session: false,
+        instance_id: "test".to_owned(),
+    })
+    .unwrap();
+    // The window is a few microseconds wide: enough rounds that the unfixed hub
+    // failed this in most runs.
+    for _ in 0..100 {
+        let started = hub
+            .start(StartParams {
+                workdir: work.to_string_lossy().into_owned(),
+                driver: Some("quitter".to_owned()),
+                ..StartParams::default()
+            })
+            .await
+            .unwrap();
+        let id = started["session_id"].as_str().unwrap().to_owned();
+        let senders: Vec<_> = (0..6)
+            .map(|n| {
+                let hub = Arc::clone(&hub);
+                let id = id.clone();
+                tokio::spawn(async move { hub.send(&id, format!("input {n}")).await })
+            })
+            .collect();
+        for s in senders {
+            if let Err(e) = s.await.unwrap() {
+                assert_eq!(e.kind(), crate::ErrorKind::InvalidState, "{e}");
+            }
+        }
+        let session = hub.get(&id).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while session.state() != SessionState::Ended {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("the session ends");
+        let mut reader = Reader::open(session.journal_path()).unwrap();
+        let mut open = std::collections::BTreeSet::new();
+        while let Some(rec) = reader.next_record().unwrap() {
+            match rec.kind().as_deref() {
+                Some("user.input") => {
+                    open.insert(rec.seq);
+                }
+                Some("tool.end") => {
+                    let data = rec.to_record().unwrap().data;
+                    open.remove(&data["lane_id"].as_u64().unwrap());
+                }
+                _ => {}
+            }
+        }
+        assert!(open.is_empty(), "{id}: inputs without tool.end: {open:?}");
+    }
     hub.shutdown(Duration::from_secs(5)).await;
 }

@@ -652,6 +652,11 @@ impl Hub {
     }
 
     async fn driver_exited(self: &Arc<Self>, session: &Arc<Session>, exit: Result<DriverExit>) {
+        // Under the send lock: a `session.send` that saw the inbox open has journaled
+        // its input and registered its lane before the lanes are taken here, and
+        // every later one finds no inbox. Without it, an input journaled as the
+        // driver exited got no `tool.end` (found by the crash trials).
+        let order = session.send_lock.lock().await;
         let open: Vec<u64> = {
             let mut inner = session.inner();
             inner.inbox = None;
@@ -665,6 +670,7 @@ impl Hub {
             }
             std::mem::take(&mut inner.open_lanes).into_iter().collect()
         };
+        drop(order);
         let Some(journal) = session.journal.clone() else {
             return;
         };
