@@ -122,22 +122,25 @@ impl Tombstones {
 /// Writes the index atomically: `tombstones` first, then `live`, byte-for-byte what
 /// [`store`] writes for the same entries.
 pub fn store_parts(path: &Path, tombstones: &Tombstones, live: &[IndexEntry]) -> Result<()> {
-    paths::atomic_write_with(path, |w| {
-        w.write_all(b"{\"v\":1,\"sessions\":[")?;
-        w.write_all(&tombstones.json)?;
-        for (i, e) in live.iter().enumerate() {
-            if i > 0 || !tombstones.is_empty() {
-                w.write_all(b",")?;
-            }
-            serde_json::to_writer(&mut *w, e)?;
-        }
-        w.write_all(b"]}\n")
+    store_with(path, tombstones, live, |w, e| {
+        serde_json::to_writer(w, e).map_err(std::io::Error::from)
     })
 }
 
 /// Writes the index atomically from entries already encoded (live ones from an
 /// [`EntryCache`]): the same bytes [`store_parts`] writes for the same entries.
 pub fn store_encoded(path: &Path, tombstones: &Tombstones, live: &[Arc<[u8]>]) -> Result<()> {
+    store_with(path, tombstones, live, |w, e| w.write_all(e))
+}
+
+/// The index file's layout, one place for both writers: the tombstones' encoded
+/// JSON, then each live entry as `write_entry` puts it.
+fn store_with<T>(
+    path: &Path,
+    tombstones: &Tombstones,
+    live: &[T],
+    write_entry: impl Fn(&mut dyn std::io::Write, &T) -> std::io::Result<()>,
+) -> Result<()> {
     paths::atomic_write_with(path, |w| {
         w.write_all(b"{\"v\":1,\"sessions\":[")?;
         w.write_all(&tombstones.json)?;
@@ -145,7 +148,7 @@ pub fn store_encoded(path: &Path, tombstones: &Tombstones, live: &[Arc<[u8]>]) -
             if i > 0 || !tombstones.is_empty() {
                 w.write_all(b",")?;
             }
-            w.write_all(e)?;
+            write_entry(&mut *w, e)?;
         }
         w.write_all(b"]}\n")
     })
