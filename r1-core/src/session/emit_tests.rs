@@ -81,20 +81,23 @@ impl SessionDriver for ProbeDriver {
     }
 }
 
-async fn probe_hub(dir: &std::path::Path, probe: &Arc<Probe>) -> (Arc<Hub>, String) {
+/// A hub in `dir/home` with the built-in drivers plus `driver` as `name`, and the
+/// session workdir `dir/work`; the ring holds 4,096 records, so a test can follow a
+/// whole run on the raw ring.
+fn test_hub(
+    dir: &std::path::Path,
+    name: &str,
+    driver: Arc<dyn DriverFactory>,
+) -> (Arc<Hub>, String) {
     let home = crate::paths::Home::at(dir.join("home")).unwrap();
     home.ensure().unwrap();
     let work = dir.join("work");
     std::fs::create_dir_all(&work).unwrap();
     let mut drivers = crate::driver::builtin_factories();
-    drivers.insert(
-        "probe".to_owned(),
-        Arc::new(ProbeFactory(Arc::clone(probe))),
-    );
+    drivers.insert(name.to_owned(), driver);
     let hub = Hub::open(HubConfig {
         home,
         drivers,
-        // Room for every record of a run, so a test can follow the raw ring.
         writer: WriterOptions {
             broadcast_capacity: 4096,
             ..WriterOptions::default()
@@ -103,15 +106,25 @@ async fn probe_hub(dir: &std::path::Path, probe: &Arc<Probe>) -> (Arc<Hub>, Stri
         instance_id: "test".to_owned(),
     })
     .unwrap();
+    (hub, work.to_string_lossy().into_owned())
+}
+
+/// Starts a session on `driver` in `workdir`; its id.
+async fn start_on(hub: &Arc<Hub>, workdir: &str, driver: &str) -> String {
     let started = hub
         .start(StartParams {
-            workdir: work.to_string_lossy().into_owned(),
-            driver: Some("probe".to_owned()),
+            workdir: workdir.to_owned(),
+            driver: Some(driver.to_owned()),
             ..StartParams::default()
         })
         .await
         .unwrap();
-    let id = started["session_id"].as_str().unwrap().to_owned();
+    started["session_id"].as_str().unwrap().to_owned()
+}
+
+async fn probe_hub(dir: &std::path::Path, probe: &Arc<Probe>) -> (Arc<Hub>, String) {
+    let (hub, work) = test_hub(dir, "probe", Arc::new(ProbeFactory(Arc::clone(probe))));
+    let id = start_on(&hub, &work, "probe").await;
     (hub, id)
 }
 
@@ -238,32 +251,11 @@ impl SessionDriver for Quitter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inputs_racing_a_driver_exit_all_get_their_tool_end() {
     let t = tempfile::tempdir().unwrap();
-    let home = crate::paths::Home::at(t.path().join("home")).unwrap();
-    home.ensure().unwrap();
-    let work = t.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let mut drivers = crate::driver::builtin_factories();
-    drivers.insert("quitter".to_owned(), Arc::new(QuitterFactory));
-    let hub = Hub::open(HubConfig {
-        home,
-        drivers,
-        writer: WriterOptions::default(),
-        single_session: false,
-        instance_id: "test".to_owned(),
-    })
-    .unwrap();
+    let (hub, work) = test_hub(t.path(), "quitter", Arc::new(QuitterFactory));
     // The window is a few microseconds wide: enough rounds that the unfixed hub
     // failed this in most runs.
     for _ in 0..100 {
-        let started = hub
-            .start(StartParams {
-                workdir: work.to_string_lossy().into_owned(),
-                driver: Some("quitter".to_owned()),
-                ..StartParams::default()
-            })
-            .await
-            .unwrap();
-        let id = started["session_id"].as_str().unwrap().to_owned();
+        let id = start_on(&hub, &work, "quitter").await;
         let senders: Vec<_> = (0..6)
             .map(|n| {
                 let hub = Arc::clone(&hub);
