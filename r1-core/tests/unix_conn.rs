@@ -1,8 +1,7 @@
 //! What a unix socket connection costs the daemon in tasks: one per connection,
-//! which reads, runs the call and writes its answer. With a separate writer task
-//! every answer crossed to it through the queue, often onto the other worker thread
-//! (a futex wake and a hand-off per call: row 1 of the benchmark at twice the echo
-//! floor on an idle machine).
+//! which reads, runs the call and writes its answer (with a separate writer task,
+//! two per connection and a queue hand-off per answer), and pipelined calls are
+//! answered in order.
 //!
 //! Its own test binary, with a single test, so no other test's tasks are counted.
 

@@ -59,12 +59,13 @@ type Call<'a> = super::RunningCall<'a, (Option<String>, CallCtx<'a>)>;
 
 /// Serves one connection in one task that reads, runs calls and writes.
 ///
-/// One task, not a reader and a writer: with two, each answer woke the writer
-/// through the queue and tokio often ran it on the other worker thread, a futex
-/// wake and a cross-thread hand-off per call (row 1 of the benchmark: p50 twice
-/// the echo floor's on an idle machine). The answer is written by the task that
-/// read the request, as the echo floor does; queued events (subscriptions,
-/// notices) are written by the same task between calls.
+/// One task, not a reader and a writer: with two, each answer went through the
+/// queue to wake the writer, which tokio could run on the other worker thread (a
+/// wake-up and a hand-off per call), and every connection cost two tasks. The
+/// answer is written by the task that read the request, as the echo floor does
+/// and as the WebSocket loop does; queued events (subscriptions, notices) are
+/// written by the same task between calls. (Row 1 of the benchmark did not move
+/// measurably with this; see docs/benchmarks.md.)
 async fn handle(stream: UnixStream, rpc: Dispatcher) {
     let state = Arc::clone(rpc.state());
     let caller = Caller {
