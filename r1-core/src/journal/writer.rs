@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::record::{JOURNAL_VERSION, MAX_LINE_BYTES, RawRecord, is_durable_kind};
 use super::recover::{self, Plan, REPAIRED_KIND, RecoveryReport, Repair};
@@ -95,7 +95,10 @@ pub struct Journal {
     /// know what an fsync starting now covers.
     written_seq: AtomicU64,
     sync: Mutex<SyncState>,
+    /// Wakes blocking waiters when an fsync ends.
     sync_done: Condvar,
+    /// The number of the latest fsync that ended, for async waiters.
+    fsync_finished: watch::Sender<u64>,
     /// Mirror of `SyncState::synced` for lock-free reads.
     synced_seq: AtomicU64,
     fsyncs: AtomicU64,
@@ -131,6 +134,42 @@ struct SyncState {
     generation: u64,
     /// Number of the latest fsync that failed (0: none).
     failed_generation: u64,
+}
+
+/// What a caller of [`Journal::sync_through`] does next (see `Journal::next_turn`).
+enum SyncTurn {
+    /// Its records are durable.
+    Done,
+    /// Fsync number `generation` is running; wait for it to end, then look again.
+    /// `covers_seq`: that fsync started after the caller's record was written.
+    Wait { generation: u64, covers_seq: bool },
+    /// No fsync was running: this caller runs number `generation`.
+    Lead { generation: u64 },
+}
+
+/// An fsync claimed by an async caller and handed to the blocking pool. If the pool
+/// drops it unrun (runtime shutdown), it runs on drop: a claimed fsync that never
+/// ends would leave every waiter of that journal waiting forever.
+struct ClaimedFsync {
+    journal: Option<Arc<Journal>>,
+    generation: u64,
+}
+
+impl ClaimedFsync {
+    fn run(mut self) -> Result<()> {
+        match self.journal.take() {
+            Some(j) => j.run_fsync(self.generation),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ClaimedFsync {
+    fn drop(&mut self) {
+        if let Some(j) = self.journal.take() {
+            let _ = j.run_fsync(self.generation);
+        }
+    }
 }
 
 impl std::fmt::Debug for Journal {
@@ -336,6 +375,7 @@ impl Journal {
                 ..SyncState::default()
             }),
             sync_done: Condvar::new(),
+            fsync_finished: watch::Sender::new(0),
             synced_seq: AtomicU64::new(synced),
             fsyncs: AtomicU64::new(0),
             flush_pending: AtomicBool::new(false),
@@ -354,12 +394,33 @@ impl Journal {
     /// or when a durable record was written but its fsync failed.
     pub fn append(&self, kind: &str, data: &serde_json::Value) -> Result<RawRecord> {
         let rec = self.write_record(kind, data)?;
-        if is_durable_kind(kind) || self.opts.fsync_interval.is_zero() {
+        if self.fsyncs_before_returning(kind) {
             self.sync_through(rec.seq)?;
         } else {
             self.schedule_flush(rec.seq);
         }
         Ok(rec)
+    }
+
+    /// [`Journal::append`] for async callers: the same write, and the fsync (when
+    /// the kind needs one) awaited as [`Journal::sync_through_async`] does.
+    pub async fn append_async(
+        self: &Arc<Self>,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Result<RawRecord> {
+        let rec = self.write_record(kind, data)?;
+        if self.fsyncs_before_returning(kind) {
+            self.sync_through_async(rec.seq).await?;
+        } else {
+            self.schedule_flush(rec.seq);
+        }
+        Ok(rec)
+    }
+
+    /// Whether an append of `kind` returns only after an fsync covering it.
+    fn fsyncs_before_returning(&self, kind: &str) -> bool {
+        is_durable_kind(kind) || self.opts.fsync_interval.is_zero()
     }
 
     /// Appends like [`Journal::append`] but never waits for an fsync, even for durable
@@ -438,49 +499,154 @@ impl Journal {
         }
         let mut st = self.lock_sync();
         loop {
-            if st.synced >= seq {
-                return Ok(());
-            }
-            if let Some(covers) = st.running {
-                let generation = st.generation;
-                st = self.sync_done.wait(st).unwrap_or_else(|e| e.into_inner());
-                if covers >= seq && st.synced < seq && st.failed_generation == generation {
-                    return Err(Error::new(
-                        ErrorKind::Io,
-                        format!(
-                            "cannot fsync journal {}: a shared fsync failed (see the daemon log)",
-                            self.path.display()
-                        ),
-                    ));
-                }
-                continue;
-            }
-            // Everything written before this fsync starts is covered by it.
-            let covers = self.written_seq.load(Ordering::SeqCst);
-            st.generation += 1;
-            let generation = st.generation;
-            st.running = Some(covers);
-            drop(st);
-            let result = self.file.sync_data();
-            self.fsyncs.fetch_add(1, Ordering::Relaxed);
-            st = self.lock_sync();
-            st.running = None;
-            match result {
-                Ok(()) => {
-                    if covers > st.synced {
-                        st.synced = covers;
-                        self.synced_seq.store(covers, Ordering::Release);
+            match self.next_turn(&mut st, seq) {
+                SyncTurn::Done => return Ok(()),
+                SyncTurn::Wait {
+                    generation,
+                    covers_seq,
+                } => {
+                    st = self.sync_done.wait(st).unwrap_or_else(|e| e.into_inner());
+                    if let Some(e) = self.shared_failure(&st, seq, generation, covers_seq) {
+                        return Err(e);
                     }
-                    self.sync_done.notify_all();
                 }
-                Err(e) => {
-                    st.failed_generation = generation;
-                    self.sync_done.notify_all();
-                    tracing::error!(path = %self.path.display(), error = %e, "journal fsync failed");
-                    return Err(Error::new(ErrorKind::Io, self.io_message("fsync", &e)));
+                SyncTurn::Lead { generation } => {
+                    drop(st);
+                    self.run_fsync(generation)?;
+                    st = self.lock_sync();
                 }
             }
         }
+    }
+
+    /// [`Journal::sync_through`] for async callers, without a thread per caller.
+    ///
+    /// Why: with a blocking wait, each of N concurrent durable acks parked a thread
+    /// of the blocking pool until its group commit ended, and the hand-offs (wake a
+    /// pool thread, wake it again when the fsync ends, wake the task) bounded the ack
+    /// rate well below what the disk allows. Here the one caller that starts an fsync
+    /// runs it on one blocking-pool thread; every other caller awaits its end.
+    pub async fn sync_through_async(self: &Arc<Self>, seq: u64) -> Result<()> {
+        let seq = seq.min(self.written_seq.load(Ordering::SeqCst));
+        if seq == 0 || self.synced_seq.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        loop {
+            let turn = self.next_turn(&mut self.lock_sync(), seq);
+            let (generation, covers_seq) = match turn {
+                SyncTurn::Done => return Ok(()),
+                SyncTurn::Wait {
+                    generation,
+                    covers_seq,
+                } => (generation, covers_seq),
+                SyncTurn::Lead { generation } => {
+                    let claimed = ClaimedFsync {
+                        journal: Some(Arc::clone(self)),
+                        generation,
+                    };
+                    match tokio::task::spawn_blocking(move || claimed.run()).await {
+                        // It covered every seq written when it started, `seq` too.
+                        Ok(result) => return result,
+                        // The runtime is shutting down and dropped the task: the
+                        // claim ran its fsync when dropped, so only wait for its end.
+                        Err(_) => (generation, true),
+                    }
+                }
+            };
+            let mut finished = self.fsync_finished.subscribe();
+            // Fails only once the sender is gone, which `self` keeps alive.
+            let _ = finished.wait_for(|&done| done >= generation).await;
+            let st = self.lock_sync();
+            if let Some(e) = self.shared_failure(&st, seq, generation, covers_seq) {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Decides, under the sync lock, what a caller that needs `seq` durable does
+    /// next; a `Lead` turn has claimed the next fsync and must run it.
+    fn next_turn(&self, st: &mut SyncState, seq: u64) -> SyncTurn {
+        if st.synced >= seq {
+            return SyncTurn::Done;
+        }
+        if let Some(covers) = st.running {
+            return SyncTurn::Wait {
+                generation: st.generation,
+                covers_seq: covers >= seq,
+            };
+        }
+        // What is written now is covered; `run_fsync` raises this when it starts.
+        st.generation += 1;
+        st.running = Some(self.written_seq.load(Ordering::SeqCst));
+        SyncTurn::Lead {
+            generation: st.generation,
+        }
+    }
+
+    /// Runs the fsync a `Lead` turn claimed and tells every waiter how it went.
+    ///
+    /// It covers every record written before it starts, not only those written at
+    /// the claim: an async leader's claim waits for a blocking-pool thread, and the
+    /// appends of that moment then share this fsync instead of needing the next.
+    fn run_fsync(&self, generation: u64) -> Result<()> {
+        let covers = {
+            let mut st = self.lock_sync();
+            let covers = self.written_seq.load(Ordering::SeqCst);
+            st.running = Some(covers);
+            covers
+        };
+        let result = self.file.sync_data();
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.finish_fsync(generation, covers, result)
+    }
+
+    /// Records how fsync `generation` ended and wakes its waiters, blocking and async.
+    fn finish_fsync(
+        &self,
+        generation: u64,
+        covers: u64,
+        result: std::io::Result<()>,
+    ) -> Result<()> {
+        let mut st = self.lock_sync();
+        st.running = None;
+        let outcome = match result {
+            Ok(()) => {
+                if covers > st.synced {
+                    st.synced = covers;
+                    self.synced_seq.store(covers, Ordering::Release);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                st.failed_generation = generation;
+                tracing::error!(path = %self.path.display(), error = %e, "journal fsync failed");
+                Err(Error::new(ErrorKind::Io, self.io_message("fsync", &e)))
+            }
+        };
+        drop(st);
+        self.sync_done.notify_all();
+        self.fsync_finished.send_replace(generation);
+        outcome
+    }
+
+    /// The error a waiter owes its caller once fsync `generation` (which covered its
+    /// `seq` if `covers_seq`) has ended, if that fsync failed.
+    fn shared_failure(
+        &self,
+        st: &SyncState,
+        seq: u64,
+        generation: u64,
+        covers_seq: bool,
+    ) -> Option<Error> {
+        (covers_seq && st.synced < seq && st.failed_generation == generation).then(|| {
+            Error::new(
+                ErrorKind::Io,
+                format!(
+                    "cannot fsync journal {}: a shared fsync failed (see the daemon log)",
+                    self.path.display()
+                ),
+            )
+        })
     }
 
     /// Atomically (under the append lock) reads the last seq and registers a live

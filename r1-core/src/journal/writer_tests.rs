@@ -272,6 +272,139 @@ fn concurrent_durable_appends_share_fsyncs() {
     assert_eq!(v.damage, None);
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn concurrent_async_durable_appends_share_fsyncs() {
+    let t = tempfile::tempdir().unwrap();
+    let (path, j) = created(t.path());
+    let before = j.fsync_count();
+    let (tasks, per) = (64u64, 10u64);
+    let j2 = Arc::clone(&j);
+    runtime().block_on(async move {
+        let mut all = Vec::new();
+        for _ in 0..tasks {
+            let j = Arc::clone(&j2);
+            all.push(tokio::spawn(async move {
+                for _ in 0..per {
+                    let r = j
+                        .append_async("user.input", &json!({"text": "hi"}))
+                        .await
+                        .unwrap();
+                    // Durable: acknowledged only once an fsync covers it.
+                    assert!(j.synced_seq() >= r.seq);
+                }
+            }));
+        }
+        for t in all {
+            t.await.unwrap();
+        }
+    });
+    let appends = tasks * per;
+    let fsyncs = j.fsync_count() - before;
+    assert!(
+        (1..appends).contains(&fsyncs),
+        "group commit: {fsyncs} fsyncs for {appends} durable appends"
+    );
+    assert_eq!(j.synced_seq(), 1 + appends);
+    drop(j);
+    let v = Reader::open(&path).unwrap().verify().unwrap();
+    assert_eq!((v.records, v.damage), (1 + appends, None));
+}
+
+#[test]
+fn async_non_durable_append_does_not_wait_for_an_fsync() {
+    let t = tempfile::tempdir().unwrap();
+    let (_path, j) = created(t.path());
+    let before = j.fsync_count();
+    let j2 = Arc::clone(&j);
+    let seq = runtime().block_on(async move {
+        j2.append_async("session.delta", &json!({"text": "x"}))
+            .await
+            .unwrap()
+            .seq
+    });
+    assert_eq!(j.fsync_count(), before, "left to the flusher");
+    assert!(j.synced_seq() < seq);
+}
+
+/// Claims the next fsync as a leader would, so a test decides how it ends.
+fn claim_fsync(j: &Journal) -> u64 {
+    match j.next_turn(&mut j.lock_sync(), j.last_seq()) {
+        SyncTurn::Lead { generation } => generation,
+        _ => panic!("expected to lead an fsync"),
+    }
+}
+
+#[test]
+fn a_failed_shared_fsync_fails_every_waiter_it_covered() {
+    let t = tempfile::tempdir().unwrap();
+    let (_path, j) = created(t.path());
+    let seq = j
+        .append_deferred("user.input", &json!({"text": "a"}))
+        .unwrap()
+        .seq;
+    let generation = claim_fsync(&j);
+    let rt = runtime();
+    let waiters: Vec<_> = (0..8)
+        .map(|_| {
+            let j = Arc::clone(&j);
+            rt.spawn(async move { j.sync_through_async(seq).await })
+        })
+        .collect();
+    // Every waiter has joined the claimed fsync before it ends.
+    while j.fsync_finished.receiver_count() < 8 {
+        std::thread::yield_now();
+    }
+    let e = j
+        .finish_fsync(generation, seq, Err(std::io::Error::other("injected")))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert!(e.to_string().contains("injected"), "{e}");
+    for w in waiters {
+        let e = rt.block_on(w).unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert!(e.to_string().contains("a shared fsync failed"), "{e}");
+    }
+    assert!(j.synced_seq() < seq, "a failed fsync makes nothing durable");
+    // The next caller starts a fresh fsync, which succeeds.
+    let j2 = Arc::clone(&j);
+    rt.block_on(async move { j2.sync_through_async(seq).await })
+        .unwrap();
+    assert_eq!(j.synced_seq(), seq);
+}
+
+#[test]
+fn a_claimed_fsync_dropped_unrun_still_runs_and_wakes_its_waiters() {
+    let t = tempfile::tempdir().unwrap();
+    let (_path, j) = created(t.path());
+    let seq = j
+        .append_deferred("user.input", &json!({"text": "a"}))
+        .unwrap()
+        .seq;
+    let generation = claim_fsync(&j);
+    let rt = runtime();
+    let waiter = {
+        let j = Arc::clone(&j);
+        rt.spawn(async move { j.sync_through_async(seq).await })
+    };
+    let before = j.fsync_count();
+    // What a runtime shutting down does to a blocking task it never started.
+    drop(ClaimedFsync {
+        journal: Some(Arc::clone(&j)),
+        generation,
+    });
+    assert_eq!(j.fsync_count(), before + 1);
+    rt.block_on(waiter).unwrap().unwrap();
+    assert_eq!(j.synced_seq(), seq);
+}
+
 #[test]
 fn non_durable_append_is_synced_by_the_flusher() {
     let t = tempfile::tempdir().unwrap();
@@ -455,4 +588,20 @@ fn efbig_child(dir: &Path) {
     assert_eq!(j.append("session.delta", &json!({})).unwrap().seq, 4);
     j.close().unwrap();
     println!("efbig child ok");
+}
+
+#[test]
+fn a_claimed_fsync_covers_what_was_written_before_it_started() {
+    let t = tempfile::tempdir().unwrap();
+    let (_path, j) = created(t.path());
+    j.append_deferred("user.input", &json!({"text": "a"}))
+        .unwrap();
+    let generation = claim_fsync(&j);
+    // Written after the claim, while its fsync waits for a thread.
+    let later = j
+        .append_deferred("user.input", &json!({"text": "b"}))
+        .unwrap()
+        .seq;
+    j.run_fsync(generation).unwrap();
+    assert_eq!(j.synced_seq(), later);
 }

@@ -20,7 +20,7 @@ use crate::driver::{
     Control, DriverContext, DriverExit, DriverFactory, DriverSpec, EmitSink, Emitter, Input,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::journal::{self, Journal, RawRecord, Reader, RecoveryReport, WriterOptions};
+use crate::journal::{self, Journal, Reader, RecoveryReport, WriterOptions};
 use crate::paths::{self, Home};
 use crate::time_fmt;
 
@@ -261,19 +261,6 @@ impl Session {
     /// `exec` children receive inputs as they arrive, so they leave no lane open.
     fn tracks_lanes(&self) -> bool {
         self.driver != "exec"
-    }
-}
-
-/// Appends on the blocking pool when the record must be fsync'd before returning.
-async fn append(journal: &Arc<Journal>, kind: &str, data: Value) -> Result<RawRecord> {
-    if journal::is_durable_kind(kind) {
-        let j = Arc::clone(journal);
-        let kind = kind.to_owned();
-        tokio::task::spawn_blocking(move || j.append(&kind, &data))
-            .await
-            .map_err(|e| Error::internal(format!("journal task failed: {e}")))?
-    } else {
-        journal.append(kind, &data)
     }
 }
 
@@ -676,7 +663,7 @@ impl Hub {
         };
         for lane in open {
             let data = json!({"lane_id": lane, "ok": false, "exit_code": null, "duration_ms": 0, "interrupted": true});
-            if let Err(e) = append(&journal, "tool.end", data).await {
+            if let Err(e) = journal.append_async("tool.end", &data).await {
                 tracing::error!(session_id = %session.id, error = %e, "cannot record interrupted input");
             }
         }
@@ -705,7 +692,7 @@ impl Hub {
                 }
                 inner.state = SessionState::Ended;
             }
-            if let Err(e) = append(&journal, "session.ended", data.clone()).await {
+            if let Err(e) = journal.append_async("session.ended", &data).await {
                 tracing::error!(session_id = %session.id, error = %e, "cannot record session end");
             }
             if let Err(e) = self.store_index().await {
@@ -774,10 +761,9 @@ impl Hub {
             record
         };
         let seq = record.seq;
-        let j = Arc::clone(&journal);
-        tokio::task::spawn_blocking(move || j.sync_through(seq))
+        journal
+            .sync_through_async(seq)
             .await
-            .map_err(|e| Error::internal(format!("fsync task failed: {e}")))?
             .map_err(|e| session.pause_on_write_error(e))?;
         session.inner().last_activity = time_fmt::now_millis();
         Ok(json!({"accepted": true, "seq": seq}))
@@ -796,7 +782,9 @@ impl Hub {
                 )));
             }
         }
-        append(&journal, "session.paused", json!({"by": "user"})).await?;
+        journal
+            .append_async("session.paused", &json!({"by": "user"}))
+            .await?;
         {
             let mut inner = session.inner();
             inner.state = SessionState::Paused;
@@ -817,7 +805,8 @@ impl Hub {
         let has_driver = session.inner().control.is_some();
         match session.state() {
             SessionState::Paused if has_driver => {
-                append(&journal, "session.resumed", json!({}))
+                journal
+                    .append_async("session.resumed", &json!({}))
                     .await
                     .map_err(|e| session.pause_on_write_error(e))?;
                 let mut inner = session.inner();
@@ -835,12 +824,14 @@ impl Hub {
                 let open: Vec<u64> = session.inner().open_lanes.iter().copied().collect();
                 for lane in open {
                     let data = json!({"lane_id": lane, "ok": false, "exit_code": null, "duration_ms": 0, "interrupted": true});
-                    append(&journal, "tool.end", data)
+                    journal
+                        .append_async("tool.end", &data)
                         .await
                         .map_err(|e| session.pause_on_write_error(e))?;
                     session.inner().open_lanes.remove(&lane);
                 }
-                append(&journal, "session.resumed", json!({"restarted": true}))
+                journal
+                    .append_async("session.resumed", &json!({"restarted": true}))
                     .await
                     .map_err(|e| session.pause_on_write_error(e))?;
                 {
@@ -853,7 +844,9 @@ impl Hub {
             SessionState::PausedReattachable => {
                 let factory = self.factory_for(&session)?;
                 let driver = factory.create(&session.spec())?;
-                append(&journal, "session.resumed", json!({"restarted": true})).await?;
+                journal
+                    .append_async("session.resumed", &json!({"restarted": true}))
+                    .await?;
                 session.inner().state = SessionState::Running;
                 self.spawn_driver(&session, driver);
             }
@@ -916,7 +909,7 @@ impl Hub {
                 // No driver (interrupted by a restart): end it here.
                 let before = std::mem::replace(&mut session.inner().state, SessionState::Ended);
                 let data = json!({"reason": "cancelled", "detail": reason});
-                if let Err(e) = append(&journal, "session.ended", data).await {
+                if let Err(e) = journal.append_async("session.ended", &data).await {
                     session.inner().state = before;
                     return Err(e);
                 }
@@ -996,7 +989,9 @@ impl Hub {
         }
         for s in was_running {
             if let Some(j) = &s.journal
-                && let Err(e) = append(j, "session.paused", json!({"by": "shutdown"})).await
+                && let Err(e) = j
+                    .append_async("session.paused", &json!({"by": "shutdown"}))
+                    .await
             {
                 tracing::error!(session_id = %s.id, error = %e, "cannot record shutdown pause");
             }
@@ -1023,7 +1018,7 @@ impl Hub {
     }
 
     async fn bus_event(&self, kind: &str, data: Value) {
-        if let Err(e) = append(&self.bus, kind, data).await {
+        if let Err(e) = self.bus.append_async(kind, &data).await {
             tracing::error!(kind, error = %e, "cannot append to the bus log");
         }
     }
@@ -1141,7 +1136,8 @@ impl EmitSink for SessionSink {
             } else {
                 None
             };
-            let rec = append(&journal, &kind, data)
+            let rec = journal
+                .append_async(&kind, &data)
                 .await
                 .map_err(|e| session.pause_on_write_error(e))?;
             {
