@@ -15,6 +15,7 @@ mod client;
 mod daemon;
 mod floors;
 mod measure;
+mod placement;
 mod proc;
 mod report;
 mod stats;

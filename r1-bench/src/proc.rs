@@ -225,6 +225,11 @@ impl FloorProc {
         })
     }
 
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The ready line as a port.
     pub fn port(&self) -> anyhow::Result<u16> {
         self.ready

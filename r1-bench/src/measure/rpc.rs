@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::{Ctx, client_rt};
 use crate::client::{self, BlockingLine, HttpConn};
+use crate::placement;
 use crate::proc::{DaemonProc, FloorProc};
 use crate::report::{Row, human};
 use crate::stats::Samples;
@@ -18,12 +19,25 @@ fn sizes(ctx: &Ctx) -> (usize, usize, usize) {
     ctx.size((10, 2000, 2000), (2, 200, 100))
 }
 
-/// 1: over the unix socket, against a raw NDJSON echo server.
+/// Where the client thread and both servers' threads run during one series.
+#[derive(Clone, Copy)]
+enum Placement {
+    /// All on the first allowed CPU: wake-ups stay on one vCPU.
+    OneCpu,
+    /// The client on the first CPU, both servers on the others: every message
+    /// wakes a thread on another vCPU.
+    OtherCpus,
+    /// Wherever the scheduler puts them.
+    Unpinned,
+}
+
+/// 1: over the unix socket, against a raw NDJSON echo server, in three placements
+/// (`crate::placement` says why placement decides this row).
 pub fn unix(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let home = ctx.fresh_dir("m1")?.join("home");
     let daemon = DaemonProc::r1_serve(&ctx.r1, &home, &ctx.sock("m1"), &["--no-tcp"])?;
     let floor_sock = ctx.sock("m1-floor");
-    let _floor = FloorProc::start(
+    let floor = FloorProc::start(
         &ctx.bench,
         &["unix-echo", "--socket", path_str(&floor_sock)?],
     )?;
@@ -32,6 +46,97 @@ pub fn unix(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let first = String::from_utf8_lossy(r1.round_trip(INFO)?).into_owned();
     anyhow::ensure!(first.contains("\"result\""), "daemon.info failed: {first}");
 
+    let all = placement::allowed_cpus()?;
+    let _restore = RestoreAffinity(all.clone());
+    let mut series = |at: Placement| -> anyhow::Result<(Samples, Samples)> {
+        let (client, servers): (&[usize], &[usize]) = match at {
+            Placement::OneCpu => (&all[..1], &all[..1]),
+            Placement::OtherCpus => (&all[..1], &all[1..]),
+            Placement::Unpinned => (&all, &all),
+        };
+        placement::pin_current_thread(client)?;
+        placement::pin_process(daemon.pid, servers)?;
+        placement::pin_process(floor.pid(), servers)?;
+        round_trips(ctx, &mut r1, &mut fl)
+    };
+    let (one_r1, one_fl) = series(Placement::OneCpu)?;
+    let other = if all.len() > 1 {
+        Some(series(Placement::OtherCpus)?)
+    } else {
+        None
+    };
+    let (any_r1, any_fl) = series(Placement::Unpinned)?;
+    drop(r1);
+    daemon.stop()?;
+
+    let p50_row = |id: &str, where_: &str, r1: &Samples, fl: &Samples| {
+        let row = Row::new(
+            id,
+            &format!("daemon.info round trip, unix socket, p50, {where_}"),
+            r1.p50(),
+            "µs",
+        )
+        .floor("NDJSON echo (unix)", fl.p50());
+        let ok = row.ratio.is_some_and(|r| r <= 2.0);
+        row.target("p50 ≤ 2× floor", ok)
+            .note(format!("{} calls on one connection", r1.len()))
+    };
+    let mut rows = vec![p50_row(
+        "1a",
+        "client and servers on one vCPU",
+        &one_r1,
+        &one_fl,
+    )];
+    let p99 = Row::new(
+        "1b",
+        "daemon.info round trip, unix socket, p99, scheduler's placement",
+        any_r1.p99(),
+        "µs",
+    )
+    .floor("NDJSON echo (unix)", any_fl.p99());
+    let ok99 = any_r1.p99() <= 250.0;
+    rows.push(p99.target("p99 ≤ 250 µs", ok99));
+    rows.push(match &other {
+        Some((r1, fl)) => p50_row("1c", "client and servers on different vCPUs", r1, fl),
+        None => Row::not_measured(
+            "1c",
+            "daemon.info round trip, unix socket, p50, client and servers on different vCPUs",
+            "p50 ≤ 2× floor",
+            "this machine has one CPU",
+        ),
+    });
+    rows.push(
+        Row::new(
+            "1d",
+            "daemon.info round trip, unix socket, p50, scheduler's placement",
+            any_r1.p50(),
+            "µs",
+        )
+        .floor("NDJSON echo (unix)", any_fl.p50())
+        .note(
+            "no target: unpinned, r1 and its floor may land on different vCPU layouts, \
+             and a wake-up on another vCPU costs tens of µs here (1a vs 1c)",
+        ),
+    );
+    Ok(rows)
+}
+
+/// Puts the calling thread back on every CPU when a measurement ends, however it ends.
+struct RestoreAffinity(Vec<usize>);
+
+impl Drop for RestoreAffinity {
+    fn drop(&mut self) {
+        let _ = placement::pin_current_thread(&self.0);
+    }
+}
+
+/// Round trips on both connections, alternating blocks so both see the same
+/// machine state: (r1, floor).
+fn round_trips(
+    ctx: &Ctx,
+    r1: &mut BlockingLine,
+    fl: &mut BlockingLine,
+) -> anyhow::Result<(Samples, Samples)> {
     let (rounds, per, warm) = sizes(ctx);
     for _ in 0..warm {
         r1.round_trip(INFO)?;
@@ -50,31 +155,7 @@ pub fn unix(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
             a.push(t.elapsed());
         }
     }
-    drop(r1);
-    daemon.stop()?;
-    let (a, b) = (Samples::from_durations(&a), Samples::from_durations(&b));
-    let n = a.len();
-    let p50 = Row::new(
-        "1a",
-        "daemon.info round trip, unix socket, p50",
-        a.p50(),
-        "µs",
-    )
-    .floor("NDJSON echo (unix)", b.p50());
-    let ok50 = p50.ratio.is_some_and(|r| r <= 2.0);
-    let p99 = Row::new(
-        "1b",
-        "daemon.info round trip, unix socket, p99",
-        a.p99(),
-        "µs",
-    )
-    .floor("NDJSON echo (unix)", b.p99());
-    let ok99 = a.p99() <= 250.0;
-    Ok(vec![
-        p50.target("p50 ≤ 2× floor", ok50)
-            .note(format!("{n} calls on one connection")),
-        p99.target("p99 ≤ 250 µs", ok99),
-    ])
+    Ok((Samples::from_durations(&a), Samples::from_durations(&b)))
 }
 
 /// 2: over `POST /v1/rpc` (keep-alive) and WebSocket.
