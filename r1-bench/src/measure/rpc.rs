@@ -19,21 +19,97 @@ fn sizes(ctx: &Ctx) -> (usize, usize, usize) {
     ctx.size((10, 2000, 2000), (2, 200, 100))
 }
 
-/// Where the client thread and both servers' threads run during one series.
+/// Where the client thread and the servers' threads run during one series.
 #[derive(Clone, Copy)]
 enum Placement {
     /// All on the first allowed CPU: wake-ups stay on one vCPU.
     OneCpu,
-    /// The client on the first CPU, both servers on the others: every message
+    /// The client on the first CPU, the servers on the others: every message
     /// wakes a thread on another vCPU.
     OtherCpus,
     /// Wherever the scheduler puts them.
     Unpinned,
 }
 
-/// 1: over the unix socket, against a raw NDJSON echo server, in three placements
+/// Each placement with the words its rows use.
+const PLACEMENTS: [(Placement, &str); 3] = [
+    (Placement::OneCpu, "client and servers on one vCPU"),
+    (
+        Placement::OtherCpus,
+        "client and servers on different vCPUs",
+    ),
+    (Placement::Unpinned, "scheduler's placement"),
+];
+
+/// Pins the calling (client) thread and every thread of `servers` for `at`; false
+/// when this machine cannot give that placement (one CPU).
+fn place(at: Placement, all: &[usize], servers: &[u32]) -> anyhow::Result<bool> {
+    let (client, theirs): (&[usize], &[usize]) = match at {
+        Placement::OneCpu => (&all[..1], &all[..1]),
+        Placement::OtherCpus if all.len() < 2 => return Ok(false),
+        Placement::OtherCpus => (&all[..1], &all[1..]),
+        Placement::Unpinned => (all, all),
+    };
+    placement::pin_current_thread(client)?;
+    for &pid in servers {
+        placement::pin_process(pid, theirs)?;
+    }
+    Ok(true)
+}
+
+/// Puts the calling thread back on every CPU when a measurement ends, however it ends.
+struct RestoreAffinity(Vec<usize>);
+
+impl Drop for RestoreAffinity {
+    fn drop(&mut self) {
+        let _ = placement::pin_current_thread(&self.0);
+    }
+}
+
+/// A p50 row: with a target when client and servers were pinned; information only
+/// when unpinned, where r1 and its floor may have run in different layouts.
+fn p50_row(
+    id: &str,
+    what: &str,
+    at: (Placement, &str),
+    r1: &Samples,
+    floor: (&str, &Samples),
+) -> Row {
+    let row = Row::new(id, &format!("{what}, p50, {}", at.1), r1.p50(), "µs")
+        .floor(floor.0, floor.1.p50());
+    let p99 = format!(
+        "{} calls; p99 {} µs vs floor {} µs",
+        r1.len(),
+        human(r1.p99()),
+        human(floor.1.p99())
+    );
+    match at.0 {
+        Placement::Unpinned => row.note(format!(
+            "no target: unpinned, r1 and its floor may land on different vCPU layouts, and \
+             a wake-up on another vCPU costs tens of µs here; {p99}"
+        )),
+        Placement::OneCpu | Placement::OtherCpus => {
+            let ok = row.ratio.is_some_and(|r| r <= 2.0);
+            row.target("p50 ≤ 2× floor", ok).note(p99)
+        }
+    }
+}
+
+/// The row for a placement this machine cannot give.
+fn one_cpu_row(id: &str, what: &str, at: (Placement, &str)) -> Row {
+    Row::not_measured(
+        id,
+        &format!("{what}, p50, {}", at.1),
+        "p50 ≤ 2× floor",
+        "this machine has one CPU",
+    )
+}
+
+/// 1: over the unix socket, against a raw NDJSON echo server, in each placement
 /// (`crate::placement` says why placement decides this row).
 pub fn unix(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    const WHAT: &str = "daemon.info round trip, unix socket";
+    const FLOOR: &str = "NDJSON echo (unix)";
     let home = ctx.fresh_dir("m1")?.join("home");
     let daemon = DaemonProc::r1_serve(&ctx.r1, &home, &ctx.sock("m1"), &["--no-tcp"])?;
     let floor_sock = ctx.sock("m1-floor");
@@ -48,91 +124,29 @@ pub fn unix(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
 
     let all = placement::allowed_cpus()?;
     let _restore = RestoreAffinity(all.clone());
-    let mut series = |at: Placement| -> anyhow::Result<(Samples, Samples)> {
-        let (client, servers): (&[usize], &[usize]) = match at {
-            Placement::OneCpu => (&all[..1], &all[..1]),
-            Placement::OtherCpus => (&all[..1], &all[1..]),
-            Placement::Unpinned => (&all, &all),
-        };
-        placement::pin_current_thread(client)?;
-        placement::pin_process(daemon.pid, servers)?;
-        placement::pin_process(floor.pid(), servers)?;
-        round_trips(ctx, &mut r1, &mut fl)
-    };
-    let (one_r1, one_fl) = series(Placement::OneCpu)?;
-    let other = if all.len() > 1 {
-        Some(series(Placement::OtherCpus)?)
-    } else {
-        None
-    };
-    let (any_r1, any_fl) = series(Placement::Unpinned)?;
+    let mut rows = Vec::new();
+    for (at, id) in PLACEMENTS.into_iter().zip(["1a", "1c", "1d"]) {
+        if !place(at.0, &all, &[daemon.pid, floor.pid()])? {
+            rows.push(one_cpu_row(id, WHAT, at));
+            continue;
+        }
+        let (a, b) = alternate_blocking(ctx, &mut r1, &mut fl)?;
+        rows.push(p50_row(id, WHAT, at, &a, (FLOOR, &b)));
+        if let Placement::Unpinned = at.0 {
+            let p99 = Row::new("1b", &format!("{WHAT}, p99, {}", at.1), a.p99(), "µs")
+                .floor(FLOOR, b.p99());
+            rows.push(p99.target("p99 ≤ 250 µs", a.p99() <= 250.0));
+        }
+    }
     drop(r1);
     daemon.stop()?;
-
-    let p50_row = |id: &str, where_: &str, r1: &Samples, fl: &Samples| {
-        let row = Row::new(
-            id,
-            &format!("daemon.info round trip, unix socket, p50, {where_}"),
-            r1.p50(),
-            "µs",
-        )
-        .floor("NDJSON echo (unix)", fl.p50());
-        let ok = row.ratio.is_some_and(|r| r <= 2.0);
-        row.target("p50 ≤ 2× floor", ok)
-            .note(format!("{} calls on one connection", r1.len()))
-    };
-    let mut rows = vec![p50_row(
-        "1a",
-        "client and servers on one vCPU",
-        &one_r1,
-        &one_fl,
-    )];
-    let p99 = Row::new(
-        "1b",
-        "daemon.info round trip, unix socket, p99, scheduler's placement",
-        any_r1.p99(),
-        "µs",
-    )
-    .floor("NDJSON echo (unix)", any_fl.p99());
-    let ok99 = any_r1.p99() <= 250.0;
-    rows.push(p99.target("p99 ≤ 250 µs", ok99));
-    rows.push(match &other {
-        Some((r1, fl)) => p50_row("1c", "client and servers on different vCPUs", r1, fl),
-        None => Row::not_measured(
-            "1c",
-            "daemon.info round trip, unix socket, p50, client and servers on different vCPUs",
-            "p50 ≤ 2× floor",
-            "this machine has one CPU",
-        ),
-    });
-    rows.push(
-        Row::new(
-            "1d",
-            "daemon.info round trip, unix socket, p50, scheduler's placement",
-            any_r1.p50(),
-            "µs",
-        )
-        .floor("NDJSON echo (unix)", any_fl.p50())
-        .note(
-            "no target: unpinned, r1 and its floor may land on different vCPU layouts, \
-             and a wake-up on another vCPU costs tens of µs here (1a vs 1c)",
-        ),
-    );
+    rows.sort_by(|x, y| x.id.cmp(&y.id));
     Ok(rows)
-}
-
-/// Puts the calling thread back on every CPU when a measurement ends, however it ends.
-struct RestoreAffinity(Vec<usize>);
-
-impl Drop for RestoreAffinity {
-    fn drop(&mut self) {
-        let _ = placement::pin_current_thread(&self.0);
-    }
 }
 
 /// Round trips on both connections, alternating blocks so both see the same
 /// machine state: (r1, floor).
-fn round_trips(
+fn alternate_blocking(
     ctx: &Ctx,
     r1: &mut BlockingLine,
     fl: &mut BlockingLine,
@@ -158,8 +172,39 @@ fn round_trips(
     Ok((Samples::from_durations(&a), Samples::from_durations(&b)))
 }
 
-/// 2: over `POST /v1/rpc` (keep-alive) and WebSocket.
+/// [`alternate_blocking`] for async clients.
+async fn alternate(
+    ctx: &Ctx,
+    r1: &mut impl AsyncFnMut() -> anyhow::Result<()>,
+    fl: &mut impl AsyncFnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(Samples, Samples)> {
+    let (rounds, per, warm) = sizes(ctx);
+    for _ in 0..warm {
+        r1().await?;
+        fl().await?;
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for _ in 0..per {
+            let t = Instant::now();
+            fl().await?;
+            b.push(t.elapsed());
+        }
+        for _ in 0..per {
+            let t = Instant::now();
+            r1().await?;
+            a.push(t.elapsed());
+        }
+    }
+    Ok((Samples::from_durations(&a), Samples::from_durations(&b)))
+}
+
+/// 2: over `POST /v1/rpc` (keep-alive) and WebSocket, in each placement.
 pub fn http_ws(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    const HTTP: &str = "daemon.info round trip, POST /v1/rpc";
+    const HTTP_FLOOR: &str = "hyper HTTP/1.1 keep-alive echo";
+    const WS: &str = "daemon.info round trip, WebSocket /v1/ws";
+    const WS_FLOOR: &str = "tungstenite WebSocket echo";
     let home = ctx.fresh_dir("m2")?.join("home");
     let daemon = DaemonProc::r1_serve(&ctx.r1, &home, &ctx.sock("m2"), &[])?;
     let Some(port) = daemon.port else {
@@ -168,13 +213,14 @@ pub fn http_ws(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let http_floor = FloorProc::start(&ctx.bench, &["http-echo"])?;
     let ws_floor = FloorProc::start(&ctx.bench, &["ws-echo"])?;
     let (hport, wport) = (http_floor.port()?, ws_floor.port()?);
+    let servers = [daemon.pid, http_floor.pid(), ws_floor.pid()];
     let token = daemon.token.clone();
-    let (rounds, per, warm) = sizes(ctx);
+    let all = placement::allowed_cpus()?;
+    let _restore = RestoreAffinity(all.clone());
     let rt = client_rt()?;
-    let rows = rt.block_on(async move {
-        let mut rows = Vec::new();
-        // HTTP.
-        let probe = async {
+    let mut rows = rt.block_on(async move {
+        let text = std::str::from_utf8(INFO)?;
+        let mut http = async {
             let mut c = HttpConn::connect(port, "/v1/rpc", Some(&token)).await?;
             let (st, body) =
                 tokio::time::timeout(Duration::from_secs(5), c.post(Bytes::from_static(INFO)))
@@ -185,65 +231,17 @@ pub fn http_ws(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
                 String::from_utf8_lossy(&body)
             );
             Ok::<_, anyhow::Error>(c)
-        };
-        let mut hf = HttpConn::connect(hport, "/v1/rpc", None).await?;
-        let mut hfloor = Vec::new();
-        match probe.await {
-            Err(e) => {
-                rows.push(Row::not_measured(
-                    "2a",
-                    "daemon.info round trip, POST /v1/rpc, p50",
-                    "p50 ≤ 2× floor",
-                    &format!(
-                        "the loopback HTTP server does not answer /v1/rpc in this build ({e:#})"
-                    ),
-                ));
-            }
-            Ok(mut c) => {
-                for _ in 0..warm {
-                    c.post(Bytes::from_static(INFO)).await?;
-                    hf.post(Bytes::from_static(INFO)).await?;
-                }
-                let mut a = Vec::new();
-                for _ in 0..rounds {
-                    for _ in 0..per {
-                        let t = Instant::now();
-                        hf.post(Bytes::from_static(INFO)).await?;
-                        hfloor.push(t.elapsed());
-                    }
-                    for _ in 0..per {
-                        let t = Instant::now();
-                        c.post(Bytes::from_static(INFO)).await?;
-                        a.push(t.elapsed());
-                    }
-                }
-                let (a, b) = (
-                    Samples::from_durations(&a),
-                    Samples::from_durations(&hfloor),
-                );
-                let row = Row::new(
-                    "2a",
-                    "daemon.info round trip, POST /v1/rpc, p50",
-                    a.p50(),
-                    "µs",
-                )
-                .floor("hyper HTTP/1.1 keep-alive echo", b.p50());
-                let ok = row.ratio.is_some_and(|r| r <= 2.0);
-                rows.push(row.target("p50 ≤ 2× floor", ok).note(format!(
-                    "p99 {} µs vs floor {} µs",
-                    human(a.p99()),
-                    human(b.p99())
-                )));
-            }
         }
-        // WebSocket.
-        let probe = async {
+        .await
+        .map_err(|e| {
+            format!("the loopback HTTP server does not answer /v1/rpc in this build ({e:#})")
+        });
+        let mut ws = async {
             let mut ws = tokio::time::timeout(
                 Duration::from_secs(5),
                 client::ws_connect(port, "/v1/ws", Some(&token)),
             )
             .await??;
-            let text = std::str::from_utf8(INFO)?;
             let got =
                 tokio::time::timeout(Duration::from_secs(5), client::ws_round_trip(&mut ws, text))
                     .await??;
@@ -252,61 +250,63 @@ pub fn http_ws(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
                 "daemon.info over WebSocket: {got}"
             );
             Ok::<_, anyhow::Error>(ws)
-        };
-        match probe.await {
-            Err(e) => rows.push(Row::not_measured(
-                "2b",
-                "daemon.info round trip, WebSocket /v1/ws, p50",
-                "p50 ≤ 2× floor",
-                &format!(
-                    "the loopback WebSocket server does not answer /v1/ws in this build ({e:#})"
-                ),
-            )),
-            Ok(mut ws) => {
-                let mut wf = client::ws_connect(wport, "/", None).await?;
-                let text = std::str::from_utf8(INFO)?;
-                for _ in 0..warm {
-                    client::ws_round_trip(&mut ws, text).await?;
-                    client::ws_round_trip(&mut wf, text).await?;
+        }
+        .await
+        .map_err(|e| {
+            format!("the loopback WebSocket server does not answer /v1/ws in this build ({e:#})")
+        });
+        let mut hf = HttpConn::connect(hport, "/v1/rpc", None).await?;
+        let mut wf = client::ws_connect(wport, "/", None).await?;
+
+        let mut rows = Vec::new();
+        for (at, ids) in PLACEMENTS
+            .into_iter()
+            .zip([("2a", "2b"), ("2c", "2d"), ("2e", "2f")])
+        {
+            if !place(at.0, &all, &servers)? {
+                rows.push(one_cpu_row(ids.0, HTTP, at));
+                rows.push(one_cpu_row(ids.1, WS, at));
+                continue;
+            }
+            match &mut http {
+                Ok(c) => {
+                    let (a, b) = alternate(
+                        ctx,
+                        &mut async || c.post(Bytes::from_static(INFO)).await.map(drop),
+                        &mut async || hf.post(Bytes::from_static(INFO)).await.map(drop),
+                    )
+                    .await?;
+                    rows.push(p50_row(ids.0, HTTP, at, &a, (HTTP_FLOOR, &b)));
                 }
-                let (mut a, mut b) = (Vec::new(), Vec::new());
-                for _ in 0..rounds {
-                    for _ in 0..per {
-                        let t = Instant::now();
-                        client::ws_round_trip(&mut wf, text).await?;
-                        b.push(t.elapsed());
-                    }
-                    for _ in 0..per {
-                        let t = Instant::now();
-                        client::ws_round_trip(&mut ws, text).await?;
-                        a.push(t.elapsed());
-                    }
+                Err(why) => rows.push(Row::not_measured(
+                    ids.0,
+                    &format!("{HTTP}, p50, {}", at.1),
+                    "p50 ≤ 2× floor",
+                    why,
+                )),
+            }
+            match &mut ws {
+                Ok(c) => {
+                    let (a, b) = alternate(
+                        ctx,
+                        &mut async || client::ws_round_trip(c, text).await.map(drop),
+                        &mut async || client::ws_round_trip(&mut wf, text).await.map(drop),
+                    )
+                    .await?;
+                    rows.push(p50_row(ids.1, WS, at, &a, (WS_FLOOR, &b)));
                 }
-                let (a, b) = (Samples::from_durations(&a), Samples::from_durations(&b));
-                let hyper_p50 = if hfloor.is_empty() {
-                    f64::NAN
-                } else {
-                    Samples::from_durations(&hfloor).p50()
-                };
-                let row = Row::new(
-                    "2b",
-                    "daemon.info round trip, WebSocket /v1/ws, p50",
-                    a.p50(),
-                    "µs",
-                )
-                .floor("tungstenite WebSocket echo", b.p50());
-                let ok = row.ratio.is_some_and(|r| r <= 2.0);
-                rows.push(row.target("p50 ≤ 2× floor", ok).note(format!(
-                    "p99 {} µs vs floor {} µs; vs the hyper HTTP echo floor {:.2}×",
-                    human(a.p99()),
-                    human(b.p99()),
-                    a.p50() / hyper_p50
-                )));
+                Err(why) => rows.push(Row::not_measured(
+                    ids.1,
+                    &format!("{WS}, p50, {}", at.1),
+                    "p50 ≤ 2× floor",
+                    why,
+                )),
             }
         }
         Ok::<_, anyhow::Error>(rows)
     })?;
     daemon.stop()?;
+    rows.sort_by(|x, y| x.id.cmp(&y.id));
     Ok(rows)
 }
 
