@@ -70,7 +70,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     .floor("1 thread: write + fdatasync per ack", best_floor);
     let ok = row.ratio.is_some_and(|r| r >= 10.0);
     Ok(vec![row.target("≥ 10× floor", ok).note(format!(
-        "best of {rounds} alternating {:.1} s slices; {total} acks over the unix socket (bench daemon, `sink` driver)",
+        "best of {rounds} alternating {:.1} s slices; {total} acks over the unix socket (bench daemon, `sink` driver; requests pre-encoded, answers checked by bytes)",
         slice.as_secs_f64()
     ))])
 }
