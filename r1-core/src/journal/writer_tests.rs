@@ -342,8 +342,9 @@ fn claim_fsync(j: &Journal) -> u64 {
     }
 }
 
-#[test]
-fn a_failed_shared_fsync_fails_every_waiter_it_covered() {
+/// A journal with one durable record not yet synced and the fsync that would cover
+/// it claimed: (dir, journal, the record's seq, the claimed fsync's number).
+fn with_claimed_fsync() -> (tempfile::TempDir, Arc<Journal>, u64, u64) {
     let t = tempfile::tempdir().unwrap();
     let (_path, j) = created(t.path());
     let seq = j
@@ -351,6 +352,12 @@ fn a_failed_shared_fsync_fails_every_waiter_it_covered() {
         .unwrap()
         .seq;
     let generation = claim_fsync(&j);
+    (t, j, seq, generation)
+}
+
+#[test]
+fn a_failed_shared_fsync_fails_every_waiter_it_covered() {
+    let (_dir, j, seq, generation) = with_claimed_fsync();
     let rt = runtime();
     let waiters: Vec<_> = (0..8)
         .map(|_| {
@@ -382,13 +389,7 @@ fn a_failed_shared_fsync_fails_every_waiter_it_covered() {
 
 #[test]
 fn a_claimed_fsync_dropped_unrun_still_runs_and_wakes_its_waiters() {
-    let t = tempfile::tempdir().unwrap();
-    let (_path, j) = created(t.path());
-    let seq = j
-        .append_deferred("user.input", &json!({"text": "a"}))
-        .unwrap()
-        .seq;
-    let generation = claim_fsync(&j);
+    let (_dir, j, seq, generation) = with_claimed_fsync();
     let rt = runtime();
     let waiter = {
         let j = Arc::clone(&j);
