@@ -41,20 +41,25 @@ const PLACEMENTS: [(Placement, &str); 3] = [
     (Placement::Unpinned, "scheduler's placement"),
 ];
 
-/// Pins the calling (client) thread and every thread of `servers` for `at`; false
-/// when this machine cannot give that placement (one CPU).
-fn place(at: Placement, all: &[usize], servers: &[u32]) -> anyhow::Result<bool> {
+/// Pins the calling (client) thread and every thread of `servers` for `at`, or
+/// says why this machine cannot give that placement (the rows then say so rather
+/// than fail the run).
+fn place(at: Placement, all: &[usize], servers: &[u32]) -> Result<(), String> {
     let (client, theirs): (&[usize], &[usize]) = match at {
         Placement::OneCpu => (&all[..1], &all[..1]),
-        Placement::OtherCpus if all.len() < 2 => return Ok(false),
+        Placement::OtherCpus if all.len() < 2 => {
+            return Err("this machine has one CPU".into());
+        }
         Placement::OtherCpus => (&all[..1], &all[1..]),
         Placement::Unpinned => (all, all),
     };
-    placement::pin_current_thread(client)?;
+    placement::pin_current_thread(client)
+        .map_err(|e| format!("cannot pin the client thread: {e:#}"))?;
     for &pid in servers {
-        placement::pin_process(pid, theirs)?;
+        placement::pin_process(pid, theirs)
+            .map_err(|e| format!("cannot pin server {pid}: {e:#}"))?;
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Puts the calling thread back on every CPU when a measurement ends, however it ends.
@@ -96,13 +101,8 @@ fn p50_row(
 }
 
 /// The row for a placement this machine cannot give.
-fn one_cpu_row(id: &str, what: &str, at: (Placement, &str)) -> Row {
-    Row::not_measured(
-        id,
-        &format!("{what}, p50, {}", at.1),
-        "p50 ≤ 2× floor",
-        "this machine has one CPU",
-    )
+fn unplaced_row(id: &str, what: &str, at: (Placement, &str), why: &str) -> Row {
+    Row::not_measured(id, &format!("{what}, p50, {}", at.1), "p50 ≤ 2× floor", why)
 }
 
 /// 1: over the unix socket, against a raw NDJSON echo server, in each placement
@@ -126,8 +126,16 @@ pub fn unix(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let _restore = RestoreAffinity(all.clone());
     let mut rows = Vec::new();
     for (at, id) in PLACEMENTS.into_iter().zip(["1a", "1c", "1d"]) {
-        if !place(at.0, &all, &[daemon.pid, floor.pid()])? {
-            rows.push(one_cpu_row(id, WHAT, at));
+        if let Err(why) = place(at.0, &all, &[daemon.pid, floor.pid()]) {
+            rows.push(unplaced_row(id, WHAT, at, &why));
+            if let Placement::Unpinned = at.0 {
+                rows.push(Row::not_measured(
+                    "1b",
+                    &format!("{WHAT}, p99, {}", at.1),
+                    "p99 ≤ 250 µs",
+                    &why,
+                ));
+            }
             continue;
         }
         let (a, b) = alternate_blocking(ctx, &mut r1, &mut fl)?;
@@ -263,9 +271,9 @@ pub fn http_ws(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
             .into_iter()
             .zip([("2a", "2b"), ("2c", "2d"), ("2e", "2f")])
         {
-            if !place(at.0, &all, &servers)? {
-                rows.push(one_cpu_row(ids.0, HTTP, at));
-                rows.push(one_cpu_row(ids.1, WS, at));
+            if let Err(why) = place(at.0, &all, &servers) {
+                rows.push(unplaced_row(ids.0, HTTP, at, &why));
+                rows.push(unplaced_row(ids.1, WS, at, &why));
                 continue;
             }
             match &mut http {
@@ -314,4 +322,31 @@ pub fn http_ws(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
 pub fn path_str(p: &std::path::Path) -> anyhow::Result<&str> {
     p.to_str()
         .ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_placement_that_cannot_be_had_says_why() {
+        let all = placement::allowed_cpus().unwrap();
+        std::thread::spawn(move || {
+            let one = &all[..1];
+            assert_eq!(
+                place(Placement::OtherCpus, one, &[]),
+                Err("this machine has one CPU".to_owned())
+            );
+            // No such process: the rows say so instead of failing the run.
+            let why = place(Placement::OneCpu, &all, &[u32::MAX]).unwrap_err();
+            assert!(why.contains("cannot pin server"), "{why}");
+            assert_eq!(
+                place(Placement::Unpinned, &all, &[std::process::id()]),
+                Ok(())
+            );
+            assert_eq!(placement::allowed_cpus().unwrap(), all);
+        })
+        .join()
+        .unwrap();
+    }
 }
