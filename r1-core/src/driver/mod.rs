@@ -103,6 +103,28 @@ pub struct Emitter {
 pub trait EmitSink: Send + Sync + 'static {
     /// Appends `kind`/`data` to the session's journal and broadcasts it; returns its seq.
     fn emit(&self, kind: String, data: serde_json::Value) -> BoxFuture<'static, Result<u64>>;
+
+    /// Appends several records in order, all or none, and broadcasts them; returns
+    /// their seqs. The hub writes them with one `write(2)`; this default (for sinks
+    /// that have no batch write) emits them one by one, so an error there can leave
+    /// the first ones written.
+    fn emit_batch(
+        &self,
+        records: Vec<(String, serde_json::Value)>,
+    ) -> BoxFuture<'static, Result<Vec<u64>>> {
+        // Futures are lazy: each record is written only when its turn is awaited.
+        let emits: Vec<_> = records
+            .into_iter()
+            .map(|(kind, data)| self.emit(kind, data))
+            .collect();
+        Box::pin(async move {
+            let mut seqs = Vec::with_capacity(emits.len());
+            for emit in emits {
+                seqs.push(emit.await?);
+            }
+            Ok(seqs)
+        })
+    }
 }
 
 impl Emitter {
@@ -114,6 +136,16 @@ impl Emitter {
     /// Journals then broadcasts one record; returns its seq.
     pub async fn emit(&self, kind: &str, data: serde_json::Value) -> Result<u64> {
         self.sink.emit(kind.to_owned(), data).await
+    }
+
+    /// Journals then broadcasts several records at once, in order; returns their
+    /// seqs (consecutive). For a driver that has several records ready: the daemon
+    /// writes them with one `write(2)` instead of one each, and like
+    /// [`Emitter::emit`] they have reached the kernel when this returns. All of
+    /// them are written or, on an error (a refused kind, a record over the line
+    /// limit, a failed write), none.
+    pub async fn emit_batch(&self, records: Vec<(String, serde_json::Value)>) -> Result<Vec<u64>> {
+        self.sink.emit_batch(records).await
     }
 }
 

@@ -418,6 +418,45 @@ impl Journal {
         Ok(rec)
     }
 
+    /// Appends several records with one `write(2)`: all of them, with consecutive
+    /// seqs in the order given, or (on any error, such as one record over the line
+    /// limit) none. Returns only after an fsync covering them when any of their
+    /// kinds needs one, as [`Journal::append`] does for one record.
+    pub fn append_batch(&self, records: &[(&str, &serde_json::Value)]) -> Result<Vec<RawRecord>> {
+        let recs = self.write_records(records)?;
+        if let Some(last) = recs.last() {
+            if records
+                .iter()
+                .any(|(kind, _)| self.fsyncs_before_returning(kind))
+            {
+                self.sync_through(last.seq)?;
+            } else {
+                self.schedule_flush(last.seq);
+            }
+        }
+        Ok(recs)
+    }
+
+    /// [`Journal::append_batch`] for async callers (the fsync, when needed, awaited
+    /// as [`Journal::sync_through_async`] does).
+    pub async fn append_batch_async(
+        self: &Arc<Self>,
+        records: &[(&str, &serde_json::Value)],
+    ) -> Result<Vec<RawRecord>> {
+        let recs = self.write_records(records)?;
+        if let Some(last) = recs.last() {
+            if records
+                .iter()
+                .any(|(kind, _)| self.fsyncs_before_returning(kind))
+            {
+                self.sync_through_async(last.seq).await?;
+            } else {
+                self.schedule_flush(last.seq);
+            }
+        }
+        Ok(recs)
+    }
+
     /// Whether an append of `kind` returns only after an fsync covering it.
     fn fsyncs_before_returning(&self, kind: &str) -> bool {
         is_durable_kind(kind) || self.opts.fsync_interval.is_zero()
@@ -435,56 +474,92 @@ impl Journal {
 
     /// Writes one line under the append lock and hands it to live subscribers.
     fn write_record(&self, kind: &str, data: &serde_json::Value) -> Result<RawRecord> {
-        let rec = {
-            let mut st = self.lock_state();
-            if st.closed {
-                return Err(self.closed_error());
-            }
-            if st.needs_truncate {
-                self.file
-                    .set_len(st.offset)
-                    .map_err(|e| Error::new(ErrorKind::Io, self.io_message("truncate", &e)))?;
-                st.needs_truncate = false;
-            }
-            let seq = st.last_seq + 1;
-            let max_line = st.max_line;
-            let State { buf, clock, .. } = &mut *st;
-            let encoded = encode_line_into(buf, seq, clock.now(), true, kind, data, max_line);
-            let body_start = match encoded {
-                Ok(b) => b,
-                Err(e) => {
-                    st.buf = Vec::new();
-                    return Err(e);
-                }
-            };
-            let line_len = st.buf.len() - 1;
-            // serde_json writes UTF-8, so this only fails on an encoder bug; checked
-            // before writing so the file never holds a line our reader would reject.
-            let line = std::str::from_utf8(&st.buf[..line_len]).map_err(|e| {
-                Error::internal(format!("journal encoder produced invalid utf-8: {e}"))
-            })?;
-            let rec = RawRecord::from_encoded(seq, line, body_start);
-            if let Err(e) = self.file.write_all_at(&st.buf, st.offset) {
-                // Cut whatever part of the line landed; if even that fails, the next
-                // append retries it (and writes at `offset` regardless).
-                st.needs_truncate = self.file.set_len(st.offset).is_err();
-                return Err(Error::new(ErrorKind::Io, self.io_message("append to", &e)));
-            }
-            st.offset += st.buf.len() as u64;
-            st.last_seq = seq;
-            self.written_seq.store(seq, Ordering::SeqCst);
-            if st.buf.capacity() > KEEP_BUF_BYTES {
-                st.buf = Vec::new();
-            }
-            if let Some(tx) = &st.tx
-                && tx.send(rec.clone()).is_err()
-            {
-                // No receiver left: free the ring until someone subscribes again.
-                st.tx = None;
-            }
-            rec
-        };
+        let mut st = self.lock_state();
+        self.ready_to_write(&mut st)?;
+        let seq = st.last_seq + 1;
+        let rec = encode_record(&mut st, seq, kind, data)?;
+        let State {
+            buf,
+            offset,
+            needs_truncate,
+            ..
+        } = &mut *st;
+        self.write_at_end(*offset, needs_truncate, buf)?;
+        let len = buf.len() as u64;
+        self.committed(&mut st, len, std::slice::from_ref(&rec));
         Ok(rec)
+    }
+
+    /// Writes several lines with one `pwrite` under the append lock, then hands them
+    /// to live subscribers in order: all of them or, on any error, none (nothing is
+    /// written and no seq is used).
+    fn write_records(&self, records: &[(&str, &serde_json::Value)]) -> Result<Vec<RawRecord>> {
+        let mut st = self.lock_state();
+        self.ready_to_write(&mut st)?;
+        let mut batch = Vec::new();
+        let mut recs = Vec::with_capacity(records.len());
+        for (i, (kind, data)) in records.iter().enumerate() {
+            let seq = st.last_seq + 1 + i as u64;
+            recs.push(encode_record(&mut st, seq, kind, data)?);
+            batch.extend_from_slice(&st.buf);
+        }
+        if recs.is_empty() {
+            return Ok(recs);
+        }
+        let State {
+            offset,
+            needs_truncate,
+            ..
+        } = &mut *st;
+        self.write_at_end(*offset, needs_truncate, &batch)?;
+        self.committed(&mut st, batch.len() as u64, &recs);
+        Ok(recs)
+    }
+
+    /// Refuses writes after close, and cuts a failed write's leftovers first.
+    fn ready_to_write(&self, st: &mut State) -> Result<()> {
+        if st.closed {
+            return Err(self.closed_error());
+        }
+        if st.needs_truncate {
+            self.file
+                .set_len(st.offset)
+                .map_err(|e| Error::new(ErrorKind::Io, self.io_message("truncate", &e)))?;
+            st.needs_truncate = false;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` at the journal's end (`offset`). On failure, cuts whatever part
+    /// landed; if even that fails, `needs_truncate` makes the next append retry it
+    /// (and that append writes at `offset` regardless).
+    fn write_at_end(&self, offset: u64, needs_truncate: &mut bool, bytes: &[u8]) -> Result<()> {
+        if let Err(e) = self.file.write_all_at(bytes, offset) {
+            *needs_truncate = self.file.set_len(offset).is_err();
+            return Err(Error::new(ErrorKind::Io, self.io_message("append to", &e)));
+        }
+        Ok(())
+    }
+
+    /// After `len` bytes holding `recs` were written: moves the end past them and
+    /// hands them to live subscribers.
+    fn committed(&self, st: &mut State, len: u64, recs: &[RawRecord]) {
+        let Some(last) = recs.last() else { return };
+        st.offset += len;
+        st.last_seq = last.seq;
+        self.written_seq.store(last.seq, Ordering::SeqCst);
+        if st.buf.capacity() > KEEP_BUF_BYTES {
+            st.buf = Vec::new();
+        }
+        if let Some(tx) = &st.tx {
+            for rec in recs {
+                if tx.send(rec.clone()).is_err() {
+                    // No receiver left: free the ring until someone subscribes again.
+                    st.tx = None;
+                    break;
+                }
+            }
+        }
     }
 
     /// Blocks until every record up to `seq` is fsync'd (joins an fsync in progress
@@ -928,6 +1003,31 @@ pub(crate) fn encode_into(
         .bytes()
         .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
     encode_line_into(buf, seq, at, plain, kind, data, MAX_LINE_BYTES)
+}
+
+/// Encodes record `seq` into `st.buf` (replacing what it held) and returns it.
+fn encode_record(
+    st: &mut State,
+    seq: u64,
+    kind: &str,
+    data: &serde_json::Value,
+) -> Result<RawRecord> {
+    let max_line = st.max_line;
+    let State { buf, clock, .. } = st;
+    let body_start = match encode_line_into(buf, seq, clock.now(), true, kind, data, max_line) {
+        Ok(b) => b,
+        Err(e) => {
+            // A refused record may have grown the buffer to the line limit.
+            st.buf = Vec::new();
+            return Err(e);
+        }
+    };
+    let line_len = st.buf.len() - 1;
+    // serde_json writes UTF-8, so this only fails on an encoder bug; checked before
+    // writing so the file never holds a line our reader would reject.
+    let line = std::str::from_utf8(&st.buf[..line_len])
+        .map_err(|e| Error::internal(format!("journal encoder produced invalid utf-8: {e}")))?;
+    Ok(RawRecord::from_encoded(seq, line, body_start))
 }
 
 /// [`encode_into`], told whether `at` needs JSON escaping (the writer's clock never

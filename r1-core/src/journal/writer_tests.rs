@@ -508,6 +508,78 @@ fn oversized_record_is_refused_and_nothing_written() {
     assert_eq!(j.append("session.delta", &json!({})).unwrap().seq, 4);
 }
 
+#[test]
+fn a_batch_takes_consecutive_seqs_and_reaches_subscribers_in_order() {
+    let t = tempfile::tempdir().unwrap();
+    let (path, j) = created(t.path());
+    let (_, mut live) = j.subscribe();
+    let datas: Vec<serde_json::Value> = (0..5).map(|i| json!({"i": i})).collect();
+    let batch: Vec<(&str, &serde_json::Value)> =
+        datas.iter().map(|d| ("session.delta", d)).collect();
+    let recs = j.append_batch(&batch).unwrap();
+    assert_eq!(
+        recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [2, 3, 4, 5, 6]
+    );
+    assert_eq!(
+        (j.last_seq(), j.size()),
+        (6, std::fs::metadata(&path).unwrap().len())
+    );
+    for (i, rec) in recs.iter().enumerate() {
+        let got = live.try_recv().unwrap();
+        assert_eq!((got.seq, got.line()), (rec.seq, rec.line()));
+        assert_eq!(got.to_record().unwrap().data, json!({"i": i}));
+    }
+    assert!(live.try_recv().is_err(), "nothing more");
+    // Not durable kinds: left to the flusher. An empty batch is nothing at all.
+    assert!(j.synced_seq() < 6);
+    assert!(j.append_batch(&[]).unwrap().is_empty());
+    assert_eq!(j.append("session.delta", &json!({})).unwrap().seq, 7);
+    drop(j);
+    let v = Reader::open(&path).unwrap().verify().unwrap();
+    assert_eq!((v.records, v.last_seq, v.damage), (7, 7, None));
+}
+
+#[test]
+fn a_batch_with_a_durable_kind_is_synced_before_it_returns() {
+    let t = tempfile::tempdir().unwrap();
+    let (_path, j) = created(t.path());
+    let (delta, input) = (json!({"text": "a"}), json!({"text": "b"}));
+    let recs = j
+        .append_batch(&[("session.delta", &delta), ("user.input", &input)])
+        .unwrap();
+    assert_eq!(j.synced_seq(), recs[1].seq);
+    let j2 = Arc::clone(&j);
+    let last = runtime().block_on(async move {
+        let (a, b) = (json!({"text": "c"}), json!({"text": "d"}));
+        let recs = j2
+            .append_batch_async(&[("user.input", &a), ("session.delta", &b)])
+            .await
+            .unwrap();
+        recs[1].seq
+    });
+    assert_eq!(j.synced_seq(), last);
+}
+
+#[test]
+fn a_batch_with_a_record_over_the_limit_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let (path, j) = created(t.path());
+    j.lock_state().max_line = 1000;
+    let (small, big) = (json!({"text": "ok"}), json!({"text": "x".repeat(2000)}));
+    let size = j.size();
+    let e = j
+        .append_batch(&[("session.delta", &small), ("session.delta", &big)])
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TooLarge, "{e}");
+    assert_eq!((j.size(), j.last_seq()), (size, 1));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+    assert_eq!(
+        j.append_batch(&[("session.delta", &small)]).unwrap()[0].seq,
+        2
+    );
+}
+
 /// Set in the child process of [`failed_write_truncates_back`].
 const EFBIG_CHILD: &str = "R1_JOURNAL_TEST_EFBIG_DIR";
 
@@ -581,6 +653,17 @@ fn efbig_child(dir: &Path) {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Io);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
+    // A batch whose write fails is cut back whole.
+    let (a, b) = (
+        json!({"text": "y".repeat(30)}),
+        json!({"text": "z".repeat(30)}),
+    );
+    let e = j
+        .append_batch(&[("session.delta", &a), ("session.delta", &b)])
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
+    assert_eq!(j.last_seq(), 2);
     set_limit(libc::RLIM_INFINITY);
     assert_eq!(
         j.append("user.input", &json!({"text": "ok"})).unwrap().seq,

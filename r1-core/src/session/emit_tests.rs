@@ -294,3 +294,124 @@ async fn inputs_racing_a_driver_exit_all_get_their_tool_end() {
     }
     hub.shutdown(Duration::from_secs(5)).await;
 }
+
+/// What [`BatchDriver`] got back from its two batches.
+#[derive(Default)]
+struct BatchOutcome {
+    /// The batch holding a lifecycle kind: its error.
+    refused: std::sync::Mutex<Option<Error>>,
+    /// The good batch: its seqs.
+    seqs: std::sync::Mutex<Vec<u64>>,
+}
+
+struct BatchFactory(Arc<BatchOutcome>);
+
+impl DriverFactory for BatchFactory {
+    fn create(&self, _spec: &DriverSpec) -> Result<Box<dyn SessionDriver>> {
+        Ok(Box::new(BatchDriver(Arc::clone(&self.0))))
+    }
+}
+
+/// For its input, first emits a batch with a lifecycle kind hidden in the middle,
+/// then a lane's worth of records as one batch.
+struct BatchDriver(Arc<BatchOutcome>);
+
+impl SessionDriver for BatchDriver {
+    fn run(self: Box<Self>, mut ctx: DriverContext) -> BoxFuture<'static, Result<DriverExit>> {
+        let outcome = self.0;
+        Box::pin(async move {
+            let Some(input) = ctx.inbox.recv().await else {
+                return Ok(DriverExit::Stopped);
+            };
+            let lane = input.seq;
+            let refused = ctx
+                .emitter
+                .emit_batch(vec![
+                    ("batch.tick".to_owned(), json!({"i": 0})),
+                    ("session.ended".to_owned(), json!({})),
+                ])
+                .await;
+            *outcome.refused.lock().unwrap() = refused.err();
+            let mut records = vec![(
+                "tool.start".to_owned(),
+                json!({"tool": "batch", "lane_id": lane}),
+            )];
+            records.extend((1..=3).map(|i| ("batch.tick".to_owned(), json!({"i": i}))));
+            records.push((
+                "tool.end".to_owned(),
+                json!({"lane_id": lane, "ok": true, "exit_code": 0, "duration_ms": 0}),
+            ));
+            *outcome.seqs.lock().unwrap() = ctx.emitter.emit_batch(records).await?;
+            while ctx.control.changed().await.is_ok() {
+                if matches!(*ctx.control.borrow(), Control::Stop | Control::Cancel) {
+                    break;
+                }
+            }
+            Ok(DriverExit::Stopped)
+        })
+    }
+}
+
+/// A batch lands whole, in order, under consecutive seqs, closes the lane its
+/// `tool.end` names and reaches live subscribers; a batch holding a kind drivers may
+/// not write is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_batch_lands_whole_or_not_at_all() {
+    let t = tempfile::tempdir().unwrap();
+    let outcome = Arc::new(BatchOutcome::default());
+    let (hub, work) = test_hub(
+        t.path(),
+        "batch",
+        Arc::new(BatchFactory(Arc::clone(&outcome))),
+    );
+    let id = start_on(&hub, &work, "batch").await;
+    let session = hub.get(&id).unwrap();
+    let (_, mut live) = Arc::clone(session.journal().unwrap()).subscribe();
+    let sent = hub.send(&id, "go".to_owned()).await.unwrap();
+    let input_seq = sent["seq"].as_u64().unwrap();
+    let want: Vec<u64> = (input_seq + 1..=input_seq + 5).collect();
+    let mut live_kinds = Vec::new();
+    while live_kinds.len() < 6 {
+        let rec = tokio::time::timeout(Duration::from_secs(10), live.recv())
+            .await
+            .expect("records keep coming")
+            .unwrap();
+        live_kinds.push((rec.seq, rec.to_record().unwrap().kind));
+    }
+    assert_eq!(live_kinds[0], (input_seq, "user.input".to_owned()));
+    let kinds: Vec<&str> = live_kinds[1..].iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "tool.start",
+            "batch.tick",
+            "batch.tick",
+            "batch.tick",
+            "tool.end"
+        ]
+    );
+    let seqs: Vec<u64> = live_kinds[1..].iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, want);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while outcome.seqs.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the driver got its seqs");
+    assert_eq!(*outcome.seqs.lock().unwrap(), want);
+    let refused = outcome.refused.lock().unwrap().take().expect("refused");
+    assert_eq!(refused.kind(), ErrorKind::InvalidParams, "{refused}");
+    assert!(refused.to_string().contains("session.ended"), "{refused}");
+    assert!(session.inner().open_lanes.is_empty(), "the lane closed");
+    // Nothing of the refused batch is in the journal: `batch.tick` 0 never landed.
+    let mut reader = Reader::open(session.journal_path()).unwrap();
+    let mut ticks = Vec::new();
+    while let Some(rec) = reader.next_record().unwrap() {
+        if rec.kind().unwrap() == "batch.tick" {
+            ticks.push(rec.to_record().unwrap().data["i"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(ticks, [1, 2, 3]);
+    hub.shutdown(Duration::from_secs(5)).await;
+}

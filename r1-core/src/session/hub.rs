@@ -257,6 +257,20 @@ impl Session {
         )
     }
 
+    /// What the driver's records just written change: a `tool.end` closes its lane,
+    /// and the session was active now.
+    fn emitted<'a>(&self, records: impl IntoIterator<Item = (&'a str, &'a Value)>) {
+        let mut inner = self.inner();
+        for (kind, data) in records {
+            if kind == "tool.end"
+                && let Some(lane) = data.get("lane_id").and_then(Value::as_u64)
+            {
+                inner.open_lanes.remove(&lane);
+            }
+        }
+        inner.last_activity = time_fmt::now_millis();
+    }
+
     /// Inputs are lanes for drivers that bracket work with `tool.start`/`tool.end`;
     /// `exec` children receive inputs as they arrive, so they leave no lane open.
     fn tracks_lanes(&self) -> bool {
@@ -1120,33 +1134,13 @@ impl EmitSink for SessionSink {
     fn emit(&self, kind: String, data: Value) -> crate::driver::BoxFuture<'static, Result<u64>> {
         let session = Arc::clone(&self.session);
         Box::pin(async move {
-            // The hub owns the lifecycle records; a driver writes its output
-            // (`session.delta`, `tool.*`) and its own kinds.
-            if journal::is_durable_kind(&kind)
-                || kind.starts_with("daemon.")
-                || kind.starts_with("journal.")
-            {
-                return Err(Error::invalid_params(format!(
-                    "drivers may not write the lifecycle kind {kind:?}"
-                )));
-            }
+            check_driver_kind(&kind)?;
             let journal = Arc::clone(session.writable()?);
-            let lane_end = if kind == "tool.end" {
-                data.get("lane_id").and_then(Value::as_u64)
-            } else {
-                None
-            };
             let rec = journal
                 .append_async(&kind, &data)
                 .await
                 .map_err(|e| session.pause_on_write_error(e))?;
-            {
-                let mut inner = session.inner();
-                if let Some(lane) = lane_end {
-                    inner.open_lanes.remove(&lane);
-                }
-                inner.last_activity = time_fmt::now_millis();
-            }
+            session.emitted([(kind.as_str(), &data)]);
             // A driver emitting in a loop never waits on anything (the write is
             // synchronous): without this it holds its worker for the whole loop, the
             // subscribers' pumps it wakes cannot run on that worker meanwhile, they
@@ -1155,6 +1149,40 @@ impl EmitSink for SessionSink {
             Ok(rec.seq)
         })
     }
+
+    fn emit_batch(
+        &self,
+        records: Vec<(String, Value)>,
+    ) -> crate::driver::BoxFuture<'static, Result<Vec<u64>>> {
+        let session = Arc::clone(&self.session);
+        Box::pin(async move {
+            for (kind, _) in &records {
+                check_driver_kind(kind)?;
+            }
+            let journal = Arc::clone(session.writable()?);
+            let refs: Vec<(&str, &Value)> = records.iter().map(|(k, d)| (k.as_str(), d)).collect();
+            let recs = journal
+                .append_batch_async(&refs)
+                .await
+                .map_err(|e| session.pause_on_write_error(e))?;
+            session.emitted(refs);
+            // As in `emit`.
+            tokio::task::coop::consume_budget().await;
+            Ok(recs.iter().map(|r| r.seq).collect())
+        })
+    }
+}
+
+/// The hub owns the lifecycle records; a driver writes its output (`session.delta`,
+/// `tool.*`) and its own kinds.
+fn check_driver_kind(kind: &str) -> Result<()> {
+    if journal::is_durable_kind(kind) || kind.starts_with("daemon.") || kind.starts_with("journal.")
+    {
+        return Err(Error::invalid_params(format!(
+            "drivers may not write the lifecycle kind {kind:?}"
+        )));
+    }
+    Ok(())
 }
 
 fn open_bus(home: &Home, writer: &WriterOptions) -> Result<Arc<Journal>> {
