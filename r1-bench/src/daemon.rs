@@ -2,8 +2,9 @@
 //! registered through `DaemonConfig::with_driver`, run as its own process so the
 //! client side never shares its CPU time or memory accounting.
 //!
-//! * `burst`: input `burst N [PAD]` emits N `bench.tick {i, pad}` records as fast as
-//!   the hub takes them (PAD bytes of padding, default 100 → ~230-byte lines), then
+//! * `burst`: input `burst N [PAD [BATCH]]` emits N `bench.tick {i, pad}` records as
+//!   fast as the hub takes them (PAD bytes of padding, default 100 → ~230-byte
+//!   lines; BATCH records per `emit_batch`, default 1: one `emit` each), then
 //!   `tool.end` for the input's lane. Input `finish` ends the session.
 //! * `sink`: takes inputs and does nothing (the durable-ack measurement).
 
@@ -80,9 +81,20 @@ impl SessionDriver for Burst {
                             _ => 0,
                         };
                         let pad_len: usize = words.next().and_then(|p| p.parse().ok()).unwrap_or(100);
+                        let batch: u64 = words.next().and_then(|b| b.parse().ok()).unwrap_or(1).max(1);
                         let pad = "x".repeat(pad_len);
-                        for i in 0..n {
-                            ctx.emitter.emit("bench.tick", json!({"i": i, "pad": pad})).await?;
+                        let mut i = 0;
+                        while i < n {
+                            let upto = n.min(i + batch);
+                            if batch == 1 {
+                                ctx.emitter.emit("bench.tick", json!({"i": i, "pad": pad})).await?;
+                            } else {
+                                let records = (i..upto)
+                                    .map(|i| ("bench.tick".to_owned(), json!({"i": i, "pad": pad})))
+                                    .collect();
+                                ctx.emitter.emit_batch(records).await?;
+                            }
+                            i = upto;
                         }
                         ctx.emitter.emit("tool.end", json!({"lane_id": input.seq, "ok": true, "exit_code": 0, "duration_ms": 0})).await?;
                     }

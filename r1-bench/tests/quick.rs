@@ -58,7 +58,7 @@ fn quick_run_reports_every_measurement() {
     let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
     let expected = [
         "1a", "1b", "1c", "1d", "2a", "2b", "2c", "2d", "2e", "2f", "3a", "3b", "4", "5a", "5b",
-        "6", "7a", "7b", "7c", "7d", "7e", "7f", "8a", "8b", "9a", "9b", "10a", "10b", "10c",
+        "6", "7a", "7b", "7c", "7d", "7e", "7f", "7g", "8a", "8b", "9a", "9b", "10a", "10b", "10c",
         "10d",
     ];
     for id in expected {

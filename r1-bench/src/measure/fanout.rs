@@ -34,6 +34,9 @@ impl Run {
     }
 }
 
+/// Records per `emit_batch` in row 7g.
+const BATCH: usize = 64;
+
 /// 7.
 pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let plan: Vec<(usize, u64)> = ctx.size(
@@ -58,7 +61,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
             .ok_or_else(|| anyhow::anyhow!("no session_id in {r}"))?
             .to_owned();
         // Warm up (and capture the bytes one subscriber receives, for the floor).
-        let (_, captured) = unix_run(&sock, &mut ctl, &id, 1, plan[0].1, true).await?;
+        let (_, captured) = unix_run(&sock, &mut ctl, &id, (1, plan[0].1, 1), true).await?;
         let captured = captured.unwrap_or_default();
         let mut lines: Vec<&[u8]> = captured.split_inclusive(|b| *b == b'\n').collect();
         // The first line is the subscribe answer; the rest are `$/event`s.
@@ -66,7 +69,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
 
         // Unix socket.
         for (i, &(n, m)) in plan.iter().enumerate() {
-            let got = unix_run(&sock, &mut ctl, &id, n, m, false).await?.0;
+            let got = unix_run(&sock, &mut ctl, &id, (n, m, 1), false).await?.0;
             let file = dir.join(format!("floor-{n}.ndjson"));
             std::fs::write(&file, floor_bytes(&lines, got.events)?)?;
             let fsock = ctx.sock(&format!("m7-floor-{n}"));
@@ -80,6 +83,25 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
                 "raw unix socket writes of the same bytes",
             ));
         }
+
+        // The same producer emitting through `Emitter::emit_batch`.
+        let (n, m) = plan[0];
+        let got = unix_run(&sock, &mut ctl, &id, (n, m, BATCH), false).await?.0;
+        let v = got.aggregate();
+        let one_by_one = rows.first().and_then(|r| r.value).unwrap_or(f64::NAN);
+        rows.push(
+            Row::new(
+                "7g",
+                &format!("fan-out to 1 subscriber, unix socket, driver emitting {BATCH} records per `emit_batch`"),
+                v,
+                "events/s",
+            )
+            .note(format!(
+                "{} events; {:.2}× 7a (one `emit` per record): one write(2) per batch instead of one per record",
+                got.events,
+                v / one_by_one
+            )),
+        );
 
         // WebSocket.
         let ws_ok = match port {
@@ -126,6 +148,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         Ok::<_, anyhow::Error>(())
     })?;
     daemon.stop()?;
+    rows.sort_by(|x, y| x.id.cmp(&y.id));
     Ok(rows)
 }
 
@@ -186,14 +209,13 @@ fn row(id: &str, transport: &str, n: usize, got: &Run, floor: &Run, floor_name: 
     }
 }
 
-/// `n` unix subscribers, then `burst m`; each counts `m + 2` events (the
-/// `user.input`, the ticks, the `tool.end`).
+/// `n` unix subscribers, then `burst m` (emitted `batch` records at a time); each
+/// counts `m + 2` events (the `user.input`, the ticks, the `tool.end`).
 async fn unix_run(
     sock: &Path,
     ctl: &mut Rpc,
     id: &str,
-    n: usize,
-    m: u64,
+    (n, m, batch): (usize, u64, usize),
     capture: bool,
 ) -> anyhow::Result<(Run, Option<Vec<u8>>)> {
     let events = m + 2;
@@ -238,7 +260,7 @@ async fn unix_run(
             }
             ctl.call(
                 "session.send",
-                json!({"session_id": id, "text": format!("burst {m}")}),
+                json!({"session_id": id, "text": format!("burst {m} 100 {batch}")}),
             )
             .await?;
             let mut per_sub = Vec::new();
