@@ -82,4 +82,26 @@ mod tests {
         .join()
         .unwrap();
     }
+
+    #[test]
+    fn pinning_a_process_pins_every_thread_it_has() {
+        let all = allowed_cpus().unwrap();
+        let last = *all.last().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        pin_process(child.id(), &[last]).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(allowed, last.to_string());
+        assert!(pin_process(u32::MAX, &[last]).is_err(), "no such process");
+    }
 }

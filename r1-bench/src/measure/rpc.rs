@@ -340,10 +340,8 @@ mod tests {
             // No such process: the rows say so instead of failing the run.
             let why = place(Placement::OneCpu, &all, &[u32::MAX]).unwrap_err();
             assert!(why.contains("cannot pin server"), "{why}");
-            assert_eq!(
-                place(Placement::Unpinned, &all, &[std::process::id()]),
-                Ok(())
-            );
+            // (No server here: pinning this test process would race the other tests.)
+            assert_eq!(place(Placement::Unpinned, &all, &[]), Ok(()));
             assert_eq!(placement::allowed_cpus().unwrap(), all);
         })
         .join()
