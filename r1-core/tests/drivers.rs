@@ -859,3 +859,56 @@ async fn exec_long_and_odd_lines_are_deltas() {
     assert_eq!(records.last().unwrap().kind, "agent.last");
     assert_eq!(records.last().unwrap().data, Value::Null);
 }
+
+/// Event lines that arrive together are journaled in batches, in their order, with
+/// text and untrusted lines between them still where they were.
+#[tokio::test]
+async fn exec_events_that_arrive_together_are_journaled_in_order_as_batches() {
+    let (_d, dir) = tempdir();
+    let mut out = String::new();
+    for i in 0..300 {
+        out.push_str(&format!(
+            "{{\"kind\":\"agent.tick\",\"data\":{{\"i\":{i}}}}}\n"
+        ));
+        if i == 150 {
+            out.push_str("plain text\n{\"kind\":\"user.input\"}\n");
+        }
+    }
+    let file = dir.join("burst.ndjson");
+    std::fs::write(&file, &out).unwrap();
+    // One write of the whole burst (cat), then the child exits.
+    let s = spec(
+        &dir,
+        "exec",
+        Some(vec!["cat".into(), file.display().to_string()]),
+    );
+    let h = exec(s);
+    let sink = h.sink.clone();
+    assert!(matches!(
+        h.join(T).await.unwrap(),
+        DriverExit::Finished { ok: true, .. }
+    ));
+    let got: Vec<(String, Value)> = stdout_records(&sink.records());
+    let mut want = Vec::new();
+    for i in 0..300 {
+        want.push(("agent.tick".to_owned(), json!({"i": i})));
+        if i == 150 {
+            want.push((
+                "session.delta".to_owned(),
+                json!({"stream": "stdout", "text": "plain text\n"}),
+            ));
+            want.push((
+                "driver.invalid".to_owned(),
+                json!({"line": "{\"kind\":\"user.input\"}", "reason": "reserved kind"}),
+            ));
+        }
+    }
+    assert_eq!(got, want);
+    let batches = sink.batch_sizes();
+    assert!(
+        batches.iter().any(|&n| n > 10),
+        "lines read together went out together: {batches:?}"
+    );
+    let seqs: Vec<u64> = sink.records().iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+}

@@ -117,24 +117,41 @@ impl Stream {
 
     /// Handles one line (or piece of one): an event for whole stdout lines that are
     /// one, otherwise deltas.
+    ///
+    /// Event lines that arrived together (already in the read buffer) are journaled
+    /// as one batch, with one `write(2)`, in their order: a chatty agent costs the
+    /// daemon a write per pipe read, not per line.
     async fn handle(&mut self, emitter: &Emitter, bytes: Vec<u8>, whole: bool) -> Result<()> {
+        let mut text_line = (bytes, whole);
         if whole && !self.long && self.name == "stdout" {
-            match classify(&bytes) {
-                Parsed::Event { kind, data } => {
-                    emitter.emit(&kind, data).await?;
-                    return Ok(());
+            let Some(first) = record_of(&text_line.0) else {
+                return self.text(emitter, text_line).await;
+            };
+            let mut batch = vec![first];
+            let mut rest = None;
+            while let Some(line) = self.lines.buffered_line() {
+                match record_of(&line.bytes) {
+                    Some(record) => batch.push(record),
+                    None => {
+                        rest = Some(line);
+                        break;
+                    }
                 }
-                Parsed::Invalid { reason } => {
-                    let line = String::from_utf8_lossy(trim_eol(&bytes)).into_owned();
-                    tracing::warn!(reason, "untrusted line from the exec child");
-                    emitter
-                        .emit("driver.invalid", json!({"line": line, "reason": reason}))
-                        .await?;
-                    return Ok(());
-                }
-                Parsed::Text => {}
             }
+            if batch.len() == 1 {
+                let (kind, data) = batch.remove(0);
+                emitter.emit(&kind, data).await?;
+            } else {
+                emitter.emit_batch(batch).await?;
+            }
+            let Some(line) = rest else { return Ok(()) };
+            text_line = (line.bytes, true);
         }
+        self.text(emitter, text_line).await
+    }
+
+    /// A line (or piece of one) that is not an event: deltas.
+    async fn text(&mut self, emitter: &Emitter, (bytes, whole): (Vec<u8>, bool)) -> Result<()> {
         let mut text = String::new();
         self.decoder.push(&bytes, &mut text);
         if whole {
@@ -156,6 +173,23 @@ impl Stream {
 
     async fn flush_text(&self, emitter: &Emitter, mut text: String) -> Result<()> {
         emit_text(emitter, self.name, None, &mut text).await
+    }
+}
+
+/// The record a whole stdout line becomes when it is not text: its event, or
+/// `driver.invalid` for a kind the child may not write.
+fn record_of(line: &[u8]) -> Option<(String, Value)> {
+    match classify(line) {
+        Parsed::Event { kind, data } => Some((kind, data)),
+        Parsed::Invalid { reason } => {
+            let line = String::from_utf8_lossy(trim_eol(line)).into_owned();
+            tracing::warn!(reason, "untrusted line from the exec child");
+            Some((
+                "driver.invalid".to_owned(),
+                json!({"line": line, "reason": reason}),
+            ))
+        }
+        Parsed::Text => None,
     }
 }
 

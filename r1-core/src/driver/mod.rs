@@ -106,21 +106,16 @@ pub trait EmitSink: Send + Sync + 'static {
 
     /// Appends several records in order, all or none, and broadcasts them; returns
     /// their seqs. The hub writes them with one `write(2)`; this default (for sinks
-    /// that have no batch write) emits them one by one, so an error there can leave
-    /// the first ones written.
+    /// that have no batch write) emits them one at a time and stops at the first
+    /// error, so the ones before it stay written.
     fn emit_batch(
-        &self,
+        self: Arc<Self>,
         records: Vec<(String, serde_json::Value)>,
     ) -> BoxFuture<'static, Result<Vec<u64>>> {
-        // Futures are lazy: each record is written only when its turn is awaited.
-        let emits: Vec<_> = records
-            .into_iter()
-            .map(|(kind, data)| self.emit(kind, data))
-            .collect();
         Box::pin(async move {
-            let mut seqs = Vec::with_capacity(emits.len());
-            for emit in emits {
-                seqs.push(emit.await?);
+            let mut seqs = Vec::with_capacity(records.len());
+            for (kind, data) in records {
+                seqs.push(self.emit(kind, data).await?);
             }
             Ok(seqs)
         })
@@ -145,7 +140,7 @@ impl Emitter {
     /// them are written or, on an error (a refused kind, a record over the line
     /// limit, a failed write), none.
     pub async fn emit_batch(&self, records: Vec<(String, serde_json::Value)>) -> Result<Vec<u64>> {
-        self.sink.emit_batch(records).await
+        Arc::clone(&self.sink).emit_batch(records).await
     }
 }
 

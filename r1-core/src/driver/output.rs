@@ -258,6 +258,24 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
     }
 }
 
+impl<R: AsyncRead + Unpin> LineReader<tokio::io::BufReader<R>> {
+    /// The next whole line if it is already in the read buffer, without reading: for
+    /// a caller that gathers what arrived together (the batch is then bounded by the
+    /// buffer's size). `None` when only part of a line is buffered, or while a line
+    /// started by [`next_line`](Self::next_line) is pending.
+    pub fn buffered_line(&mut self) -> Option<Line> {
+        if !self.buf.is_empty() {
+            return None;
+        }
+        let avail = self.reader.buffer();
+        let window = avail.get(..self.max.min(avail.len())).unwrap_or_default();
+        let end = window.iter().position(|&b| b == b'\n')? + 1;
+        let bytes = window.get(..end).unwrap_or_default().to_vec();
+        self.reader.consume(end);
+        Some(Line { bytes, whole: true })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,5 +398,45 @@ mod tests {
                 ("last".to_owned(), true),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn buffered_line_takes_only_whole_lines_already_read() {
+        let data: &[u8] = b"a\nbb\nccc\ndd-is-longer-than-max\ne\npartial";
+        let mut r = LineReader::new(tokio::io::BufReader::with_capacity(64, data), 8);
+        let take = |l: Option<Line>| l.map(|l| (String::from_utf8(l.bytes).unwrap(), l.whole));
+        // Nothing is read yet.
+        assert_eq!(take(r.buffered_line()), None);
+        // One read fills the buffer with everything; the rest comes without reading.
+        assert_eq!(
+            take(r.next_line().await.unwrap()),
+            Some(("a\n".into(), true))
+        );
+        assert_eq!(take(r.buffered_line()), Some(("bb\n".into(), true)));
+        assert_eq!(take(r.buffered_line()), Some(("ccc\n".into(), true)));
+        // A line over the limit is not whole within the window: left to next_line.
+        assert_eq!(take(r.buffered_line()), None);
+        assert_eq!(
+            take(r.next_line().await.unwrap()),
+            Some(("dd-is-lo".into(), false))
+        );
+        // While a line is pending in pieces, nothing is taken from the buffer.
+        assert_eq!(take(r.buffered_line()), None);
+        assert_eq!(
+            take(r.next_line().await.unwrap()),
+            Some(("nger-tha".into(), false))
+        );
+        assert_eq!(
+            take(r.next_line().await.unwrap()),
+            Some(("n-max\n".into(), true))
+        );
+        assert_eq!(take(r.buffered_line()), Some(("e\n".into(), true)));
+        // An unterminated tail is not a whole line yet.
+        assert_eq!(take(r.buffered_line()), None);
+        assert_eq!(
+            take(r.next_line().await.unwrap()),
+            Some(("partial".into(), true))
+        );
+        assert_eq!(take(r.next_line().await.unwrap()), None);
     }
 }

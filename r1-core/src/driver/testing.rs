@@ -42,6 +42,8 @@ struct SinkState {
     next_seq: u64,
     records: Vec<Emitted>,
     fail_kinds: Vec<String>,
+    /// How many records each `emit_batch` carried, in order.
+    batches: Vec<usize>,
 }
 
 impl MemorySink {
@@ -57,6 +59,7 @@ impl MemorySink {
                 next_seq: seq,
                 records: Vec::new(),
                 fail_kinds: Vec::new(),
+                batches: Vec::new(),
             }),
             count: watch::channel(0).0,
         })
@@ -75,6 +78,11 @@ impl MemorySink {
     /// Everything received so far, in order.
     pub fn records(&self) -> Vec<Emitted> {
         self.lock().records.clone()
+    }
+
+    /// How many records each `emit_batch` carried, in order (`emit` is not counted).
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        self.lock().batches.clone()
     }
 
     /// The records of `kind`, in order.
@@ -147,6 +155,38 @@ impl EmitSink for MemorySink {
         };
         if result.is_ok() {
             self.count.send_modify(|c| *c += 1);
+        }
+        Box::pin(std::future::ready(result))
+    }
+
+    /// All or none, as the hub's: a refused kind anywhere refuses the whole batch.
+    fn emit_batch(
+        self: Arc<Self>,
+        records: Vec<(String, Value)>,
+    ) -> BoxFuture<'static, Result<Vec<u64>>> {
+        let result = {
+            let mut st = self.lock();
+            if let Some((kind, _)) = records.iter().find(|(k, _)| st.fail_kinds.contains(k)) {
+                Err(Error::new(
+                    ErrorKind::Io,
+                    format!("memory sink refuses {kind} (fail_kind)"),
+                ))
+            } else {
+                st.batches.push(records.len());
+                let first = st.next_seq;
+                st.next_seq += records.len() as u64;
+                st.records.extend(
+                    records
+                        .into_iter()
+                        .zip(first..)
+                        .map(|((kind, data), seq)| Emitted { seq, kind, data }),
+                );
+                Ok((first..st.next_seq).collect::<Vec<u64>>())
+            }
+        };
+        if let Ok(seqs) = &result {
+            let n = seqs.len();
+            self.count.send_modify(|c| *c += n);
         }
         Box::pin(std::future::ready(result))
     }

@@ -1151,7 +1151,7 @@ impl EmitSink for SessionSink {
     }
 
     fn emit_batch(
-        &self,
+        self: Arc<Self>,
         records: Vec<(String, Value)>,
     ) -> crate::driver::BoxFuture<'static, Result<Vec<u64>>> {
         let session = Arc::clone(&self.session);
