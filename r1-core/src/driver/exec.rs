@@ -10,7 +10,8 @@
 //! * Each stdout line that is a JSON object with a string `kind` becomes a record of
 //!   that kind with its `data` (`null` when missing). A reserved kind (`session.*`,
 //!   `user.*`, `journal.*`, `daemon.*`) or an empty one is not trusted: the line is
-//!   recorded as `driver.invalid {line, reason}`.
+//!   recorded as `driver.invalid {line, reason}`. Such lines that arrive together
+//!   (already read into one buffer) are journaled as one batch, in order.
 //! * Any other stdout line becomes `session.delta {stream:"stdout", text}` and each
 //!   stderr line `session.delta {stream:"stderr", text}`; `text` keeps the line's
 //!   `\n` (the last line may lack one), so concatenating deltas gives the stream back.

@@ -183,3 +183,53 @@ pub fn builtin_factories() -> BTreeMap<String, Arc<dyn DriverFactory>> {
     m.insert("exec".to_owned(), Arc::new(exec::ExecFactory));
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A sink with only `emit`: it numbers records and refuses the kind `bad`.
+    #[derive(Default)]
+    struct OneByOne {
+        kinds: Mutex<Vec<String>>,
+    }
+
+    impl EmitSink for OneByOne {
+        fn emit(&self, kind: String, _data: serde_json::Value) -> BoxFuture<'static, Result<u64>> {
+            let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+            let result = if kind == "bad" {
+                Err(crate::Error::invalid_params("bad kind"))
+            } else {
+                kinds.push(kind);
+                Ok(kinds.len() as u64)
+            };
+            Box::pin(std::future::ready(result))
+        }
+    }
+
+    fn batch(kinds: &[&str]) -> Vec<(String, serde_json::Value)> {
+        kinds
+            .iter()
+            .map(|k| ((*k).to_owned(), serde_json::Value::Null))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_default_batch_emits_one_at_a_time_and_stops_at_the_first_error() {
+        let sink = Arc::new(OneByOne::default());
+        let emitter = Emitter::new(sink.clone());
+        assert_eq!(
+            emitter.emit_batch(batch(&["a", "b", "c"])).await.unwrap(),
+            [1, 2, 3]
+        );
+        let e = emitter
+            .emit_batch(batch(&["d", "bad", "e"]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidParams);
+        // `d` stays written; nothing after the refused record is.
+        assert_eq!(*sink.kinds.lock().unwrap(), ["a", "b", "c", "d"]);
+        assert!(emitter.emit_batch(Vec::new()).await.unwrap().is_empty());
+    }
+}
