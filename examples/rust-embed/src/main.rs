@@ -37,8 +37,12 @@ impl SessionDriver for Upper {
                 tokio::select! {
                     input = ctx.inbox.recv() => {
                         let Some(input) = input else { return Ok(DriverExit::Stopped) };
-                        ctx.emitter.emit("example.upper", json!({"text": input.text.to_uppercase()})).await?;
-                        ctx.emitter.emit("tool.end", json!({"lane_id": input.seq, "ok": true, "exit_code": 0, "duration_ms": 0})).await?;
+                        // The answer and the end of its lane, journaled together (one
+                        // write; `emit` writes one record).
+                        ctx.emitter.emit_batch(vec![
+                            ("example.upper".to_owned(), json!({"text": input.text.to_uppercase()})),
+                            ("tool.end".to_owned(), json!({"lane_id": input.seq, "ok": true, "exit_code": 0, "duration_ms": 0})),
+                        ]).await?;
                         if input.text == "bye" {
                             return Ok(DriverExit::Finished { ok: true, exit_code: Some(0), message: None });
                         }
