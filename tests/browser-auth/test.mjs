@@ -296,9 +296,28 @@ async function foreignOrigin(context, d, sessionId, work, server) {
   await cdp.send('Network.enable');
   const requests = new Map();
   const statuses = new Map();
+  // DevTools events reach us after the page's fetch has already failed, so a check
+  // waits for the status it needs instead of reading the map at once.
+  let waiters = [];
   const note = (id, status) => {
     const r = requests.get(id);
-    if (r) statuses.set(`${r.url} ${r.type}`, status);
+    if (!r) return;
+    statuses.set(`${r.url} ${r.type}`, status);
+    waiters = waiters.filter((w) => !w.settle());
+  };
+  const statusWhere = (what, pred) => {
+    const found = () => [...statuses.entries()].find(([k]) => pred(k));
+    return withTimeout(
+      new Promise((resolve) => {
+        const settle = () => {
+          const hit = found();
+          if (hit) resolve(hit[1]);
+          return hit !== undefined;
+        };
+        if (!settle()) waiters.push({ settle });
+      }),
+      `the daemon's answer to ${what}, as DevTools saw it`,
+    );
   };
   cdp.on('Network.requestWillBeSent', (e) => requests.set(e.requestId, { url: e.request.url, type: e.type }));
   cdp.on('Network.responseReceived', (e) => {
@@ -321,10 +340,10 @@ async function foreignOrigin(context, d, sessionId, work, server) {
     'foreign fetch with token',
   );
   check('other origin: a fetch with the token fails in the page', pre.error !== undefined, JSON.stringify(pre));
-  const preflight = [...statuses.entries()].find(([k]) => k.startsWith(`${daemon}/v1/sessions `));
+  const preflight = await statusWhere('the fetch with the token', (k) => k.startsWith(`${daemon}/v1/sessions `));
   check(
     'other origin: the daemon answered that fetch (its preflight) with 403',
-    preflight && preflight[1] === 403,
+    preflight === 403,
     JSON.stringify([...statuses.entries()]),
   );
 
@@ -338,13 +357,15 @@ async function foreignOrigin(context, d, sessionId, work, server) {
     ),
     'foreign simple POST',
   );
-  const csrfStatus = statuses.get(`${daemon}/v1/sessions/${sessionId}/send Fetch`);
+  const sendKey = `${daemon}/v1/sessions/${sessionId}/send Fetch`;
+  const csrfStatus = await statusWhere('the simple POST', (k) => k === sendKey);
   check('other origin: a simple POST is answered 403', csrfStatus === 403, `${JSON.stringify(csrf)} ${JSON.stringify([...statuses.entries()])}`);
   const rpc = await page.evaluate(
     ([u, b]) => window.attack.simplePost(u, b),
     [`${daemon}/v1/rpc`, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'session.send', params: { session_id: sessionId, text: `touch ${marker}` } })],
   );
-  check('other origin: a simple POST to /v1/rpc is answered 403', statuses.get(`${daemon}/v1/rpc Fetch`) === 403, JSON.stringify(rpc));
+  const rpcStatus = await statusWhere('the simple POST to /v1/rpc', (k) => k === `${daemon}/v1/rpc Fetch`);
+  check('other origin: a simple POST to /v1/rpc is answered 403', rpcStatus === 403, JSON.stringify(rpc));
 
   const ws = await withTimeout(
     page.evaluate(([u, t]) => window.attack.ws(u, t), [`ws://127.0.0.1:${d.port}/v1/ws`, d.token]),
