@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use r1_core::{Daemon, DaemonConfig, DaemonHandle};
+
+mod support;
 use serde_json::{Value, json};
+use support::rss_kb;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -385,15 +388,6 @@ async fn resume_after_random_disconnects_sees_every_record_once() {
     let want: Vec<u64> = (1..=total).collect();
     assert_eq!(seen, want, "every seq exactly once, in order");
     d.handle.stop().await.unwrap();
-}
-
-fn rss_kb() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

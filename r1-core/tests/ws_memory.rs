@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use r1_core::{Daemon, DaemonConfig};
+
+mod support;
 use serde_json::{Value, json};
+use support::rss_kb;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -20,15 +23,6 @@ const SOCKETS: usize = 300;
 /// What a closed socket may leave behind (runtime slabs that never shrink); without
 /// the trim it is all of it (~17 KiB here).
 const KEPT_KB: f64 = 4.0;
-
-fn rss_kb() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -123,6 +123,22 @@ impl Rpc {
         }
     }
 
+    /// Every session `session.list` shows: id → state.
+    pub async fn session_states(&mut self) -> std::collections::BTreeMap<String, String> {
+        let list = self.call("session.list", json!({})).await;
+        list["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_str().expect("id").to_owned(),
+                    s["state"].as_str().expect("state").to_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// Every record of a session's journal through `journal.read` (paged).
     pub async fn read_all(&mut self, session_id: &str) -> Vec<Value> {
         let mut out: Vec<Value> = Vec::new();

@@ -333,18 +333,7 @@ async fn check(daemon: &DaemonProc, model: &Model, totals: &mut Totals, ctx: &st
         .as_str()
         .expect("instance_id")
         .to_owned();
-    let list = c.call("session.list", json!({})).await;
-    let listed: BTreeMap<String, String> = list["sessions"]
-        .as_array()
-        .expect("sessions")
-        .iter()
-        .map(|s| {
-            (
-                s["id"].as_str().expect("id").to_owned(),
-                s["state"].as_str().expect("state").to_owned(),
-            )
-        })
-        .collect();
+    let listed = c.session_states().await;
     let mut acked_by: BTreeMap<&str, Vec<&Acked>> = BTreeMap::new();
     for a in &model.acked {
         acked_by.entry(a.session.as_str()).or_default().push(a);

@@ -4,7 +4,6 @@
 //! daemon is SIGKILLed while starts are in flight, and after a restart every
 //! acknowledged session is listed, `paused-reattachable`, with a sound journal.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,18 +61,7 @@ async fn concurrently_started_sessions_survive_sigkill() {
 
     let daemon = start_daemon(dir.path(), 1);
     let mut c = Rpc::connect(&daemon.sock).await;
-    let list = c.call("session.list", json!({})).await;
-    let listed: BTreeMap<String, String> = list["sessions"]
-        .as_array()
-        .expect("sessions")
-        .iter()
-        .map(|s| {
-            (
-                s["id"].as_str().expect("id").to_owned(),
-                s["state"].as_str().expect("state").to_owned(),
-            )
-        })
-        .collect();
+    let listed = c.session_states().await;
     for id in &acked {
         assert_eq!(
             listed.get(id).map(String::as_str),
