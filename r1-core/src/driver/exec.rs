@@ -139,6 +139,7 @@ impl Stream {
                     }
                 }
             }
+            // A lone line (the usual case) skips the batch path's buffers.
             if batch.len() == 1 {
                 let (kind, data) = batch.remove(0);
                 emitter.emit(&kind, data).await?;

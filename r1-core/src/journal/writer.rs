@@ -394,10 +394,8 @@ impl Journal {
     /// or when a durable record was written but its fsync failed.
     pub fn append(&self, kind: &str, data: &serde_json::Value) -> Result<RawRecord> {
         let rec = self.write_record(kind, data)?;
-        if self.fsyncs_before_returning(kind) {
+        if self.must_sync(rec.seq, [kind]) {
             self.sync_through(rec.seq)?;
-        } else {
-            self.schedule_flush(rec.seq);
         }
         Ok(rec)
     }
@@ -410,10 +408,8 @@ impl Journal {
         data: &serde_json::Value,
     ) -> Result<RawRecord> {
         let rec = self.write_record(kind, data)?;
-        if self.fsyncs_before_returning(kind) {
+        if self.must_sync(rec.seq, [kind]) {
             self.sync_through_async(rec.seq).await?;
-        } else {
-            self.schedule_flush(rec.seq);
         }
         Ok(rec)
     }
@@ -424,15 +420,10 @@ impl Journal {
     /// kinds needs one, as [`Journal::append`] does for one record.
     pub fn append_batch(&self, records: &[(&str, &serde_json::Value)]) -> Result<Vec<RawRecord>> {
         let recs = self.write_records(records)?;
-        if let Some(last) = recs.last() {
-            if records
-                .iter()
-                .any(|(kind, _)| self.fsyncs_before_returning(kind))
-            {
-                self.sync_through(last.seq)?;
-            } else {
-                self.schedule_flush(last.seq);
-            }
+        if let Some(last) = recs.last()
+            && self.must_sync(last.seq, records.iter().map(|(kind, _)| *kind))
+        {
+            self.sync_through(last.seq)?;
         }
         Ok(recs)
     }
@@ -444,22 +435,23 @@ impl Journal {
         records: &[(&str, &serde_json::Value)],
     ) -> Result<Vec<RawRecord>> {
         let recs = self.write_records(records)?;
-        if let Some(last) = recs.last() {
-            if records
-                .iter()
-                .any(|(kind, _)| self.fsyncs_before_returning(kind))
-            {
-                self.sync_through_async(last.seq).await?;
-            } else {
-                self.schedule_flush(last.seq);
-            }
+        if let Some(last) = recs.last()
+            && self.must_sync(last.seq, records.iter().map(|(kind, _)| *kind))
+        {
+            self.sync_through_async(last.seq).await?;
         }
         Ok(recs)
     }
 
-    /// Whether an append of `kind` returns only after an fsync covering it.
-    fn fsyncs_before_returning(&self, kind: &str) -> bool {
-        is_durable_kind(kind) || self.opts.fsync_interval.is_zero()
+    /// After records of `kinds` up to `seq` were written: true when the append must
+    /// fsync them before returning (a durable kind, or no group-commit window);
+    /// otherwise leaves them to the flusher and returns false.
+    fn must_sync<'k>(&self, seq: u64, kinds: impl IntoIterator<Item = &'k str>) -> bool {
+        if self.opts.fsync_interval.is_zero() || kinds.into_iter().any(is_durable_kind) {
+            return true;
+        }
+        self.schedule_flush(seq);
+        false
     }
 
     /// Appends like [`Journal::append`] but never waits for an fsync, even for durable
