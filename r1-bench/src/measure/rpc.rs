@@ -100,8 +100,8 @@ fn p50_row(
     }
 }
 
-/// The row for a placement this machine cannot give.
-fn unplaced_row(id: &str, what: &str, at: (Placement, &str), why: &str) -> Row {
+/// A p50 row that could not be measured (the placement or the transport), and why.
+fn p50_not_measured(id: &str, what: &str, at: (Placement, &str), why: &str) -> Row {
     Row::not_measured(id, &format!("{what}, p50, {}", at.1), "p50 ≤ 2× floor", why)
 }
 
@@ -127,7 +127,7 @@ pub fn unix(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for (at, id) in PLACEMENTS.into_iter().zip(["1a", "1c", "1d"]) {
         if let Err(why) = place(at.0, &all, &[daemon.pid, floor.pid()]) {
-            rows.push(unplaced_row(id, WHAT, at, &why));
+            rows.push(p50_not_measured(id, WHAT, at, &why));
             if let Placement::Unpinned = at.0 {
                 rows.push(Row::not_measured(
                     "1b",
@@ -272,8 +272,8 @@ pub fn http_ws(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
             .zip([("2a", "2b"), ("2c", "2d"), ("2e", "2f")])
         {
             if let Err(why) = place(at.0, &all, &servers) {
-                rows.push(unplaced_row(ids.0, HTTP, at, &why));
-                rows.push(unplaced_row(ids.1, WS, at, &why));
+                rows.push(p50_not_measured(ids.0, HTTP, at, &why));
+                rows.push(p50_not_measured(ids.1, WS, at, &why));
                 continue;
             }
             match &mut http {
@@ -286,12 +286,7 @@ pub fn http_ws(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
                     .await?;
                     rows.push(p50_row(ids.0, HTTP, at, &a, (HTTP_FLOOR, &b)));
                 }
-                Err(why) => rows.push(Row::not_measured(
-                    ids.0,
-                    &format!("{HTTP}, p50, {}", at.1),
-                    "p50 ≤ 2× floor",
-                    why,
-                )),
+                Err(why) => rows.push(p50_not_measured(ids.0, HTTP, at, why)),
             }
             match &mut ws {
                 Ok(c) => {
@@ -303,12 +298,7 @@ pub fn http_ws(ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
                     .await?;
                     rows.push(p50_row(ids.1, WS, at, &a, (WS_FLOOR, &b)));
                 }
-                Err(why) => rows.push(Row::not_measured(
-                    ids.1,
-                    &format!("{WS}, p50, {}", at.1),
-                    "p50 ≤ 2× floor",
-                    why,
-                )),
+                Err(why) => rows.push(p50_not_measured(ids.1, WS, at, why)),
             }
         }
         Ok::<_, anyhow::Error>(rows)
