@@ -4,13 +4,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use r1_core::{Daemon, DaemonConfig, DaemonHandle};
-
-mod support;
 use serde_json::{Value, json};
-use support::rss_kb;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+mod support;
+use support::rss_kb;
 
 /// A raw NDJSON JSON-RPC connection: what a minimal client in any language does.
 struct Rpc {

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use r1_core::{Daemon, DaemonConfig};
-
-mod support;
 use serde_json::{Value, json};
-use support::rss_kb;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+mod support;
+use support::rss_kb;
 
 /// Sockets held open at once: enough that per-socket costs dwarf noise.
 const SOCKETS: usize = 300;
